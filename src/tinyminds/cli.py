@@ -1,0 +1,229 @@
+"""The `tinyminds` command: each subcommand maps to one plain function.
+
+A user's mistake (`UserError`) prints one line and exits with status 2; nothing already written is
+removed. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from dataclasses import fields
+from pathlib import Path
+
+from tinyminds import __version__
+from tinyminds.console import set_quiet
+from tinyminds.errors import UserError
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from tinyminds.data.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+        chunk_size=args.chunk_size,
+        tokenizer=args.tokenizer,
+        encoding_errors=args.encoding_errors,
+        dev_fraction=args.dev_fraction,
+    )
+    manifest = prepare(Path(args.corpus), Path(args.out), options)
+    print(
+        f"prepared {args.corpus} -> {args.out} ({manifest['layout']} layout, {manifest['seconds']} s)"
+    )
+    for split, entry in manifest["splits"].items():
+        print(
+            f"  {split:5} {entry['words']:>12,} words {entry['tokens']:>12,} tokens "
+            f"{entry['chunks']:>9,} chunks of {entry['chunk_size']}"
+        )
+    print(
+        f"  tokenizer {manifest['tokenizer']['vocab_size']:,} tokens, hash {manifest['tokenizer']['hash'][:12]}"
+    )
+
+
+def _models(args: argparse.Namespace) -> None:
+    from tinyminds.models.zoo import MODEL_ZOO, PAPER_VOCAB_SIZE, count_parameters
+
+    print(
+        f"{'name':12} {'arch':7} {'hidden':>6} {'layers':>6} {'heads':>5} {'MLP':>5} "
+        f"{'dropout':>7} {'parameters':>13}  note"
+    )
+    for spec in MODEL_ZOO.values():
+        # The generator's vocabulary is the shared tokenizer plus one [MASK] token.
+        vocab = args.vocab_size + (0 if spec.is_causal_lm else 1)
+        note = spec.note if spec.paper else f"scaled-down (CPU) {spec.note}".strip()
+        print(
+            f"{spec.name:12} {spec.arch:7} {spec.hidden:>6} {spec.layers:>6} {spec.heads:>5} "
+            f"{spec.intermediate:>5} {spec.dropout:>7} {count_parameters(spec, vocab):>13,}  {note}"
+        )
+    if args.vocab_size == PAPER_VOCAB_SIZE:
+        print(
+            f"(parameters at the paper's vocabulary of {PAPER_VOCAB_SIZE:,} tokens; --vocab-size to change)"
+        )
+
+
+def _recipes(args: argparse.Namespace) -> None:
+    from tinyminds.config import field_docs
+    from tinyminds.models.zoo import MODEL_ZOO, count_parameters
+    from tinyminds.recipes import list_recipes, load_train_config
+    from tinyminds.training.config import TrainConfig
+
+    if args.show:
+        config = load_train_config(args.show)
+        docs = field_docs(TrainConfig)
+        for f in fields(TrainConfig):
+            print(f"{f.name:16} {getattr(config, f.name)!s:24} {docs.get(f.name, '')}")
+        return
+    print(f"{'recipe':12} {'kind':6} {'model':12} {'parameters':>13}  description")
+    for recipe in list_recipes():
+        config = load_train_config(str(recipe.path))
+        spec = MODEL_ZOO[config.model]
+        print(
+            f"{recipe.name:12} {recipe.kind:6} {spec.name:12} {count_parameters(spec):>13,}  "
+            f"{recipe.description}"
+        )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from tinyminds.recipes import load_train_config
+    from tinyminds.training.engine import train
+
+    config = load_train_config(args.recipe, args.overrides)
+    result = train(config, resume=args.resume)
+    if result.run_dir and _is_main_process():
+        print(
+            f"trained {config.recipe}: best epoch {result.best_epoch}, validation CE "
+            f"{result.best_val_ce:.4f}, {result.tokens_per_second:,.0f} tokens/s, {result.seconds:.0f} s"
+        )
+        print(f"model folder: {result.model_dir}")
+        print(f"run folder:   {result.run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from tinyminds.demo import run_demo
+
+    run_demo(Path(args.out))
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress bars or status lines"
+        )
+        return sub
+
+    parser = argparse.ArgumentParser(
+        prog="tinyminds",
+        description="Train small language models the BabyLM way and distill teacher ensembles.",
+        epilog="example:\n  tinyminds demo\n  tinyminds prepare babylm_data/ --out data/babylm-10m",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tinyminds {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub = command(
+        "prepare",
+        "Clean a BabyLM corpus, train its BPE tokenizer and cut it into 128-token chunks.",
+        "tinyminds prepare babylm_data/ --out data/babylm-10m\n"
+        "tinyminds prepare my_texts/ --out data/mine --vocab-size 8000",
+    )
+    sub.add_argument(
+        "corpus",
+        help="corpus folder: train_10M/ + dev/, babylm_10M/ + babylm_dev/, "
+        "train/ + dev/, or .train/.dev/.txt files",
+    )
+    sub.add_argument("--out", required=True, help="output data folder (reused as a cache)")
+    sub.add_argument(
+        "--vocab-size", type=int, default=16_000, help="BPE vocabulary (default 16000)"
+    )
+    sub.add_argument(
+        "--min-frequency", type=int, default=2, help="BPE min pair frequency (default 2)"
+    )
+    sub.add_argument("--chunk-size", type=int, default=128, help="tokens per chunk (default 128)")
+    sub.add_argument("--tokenizer", help="use this tokenizer folder instead of training one")
+    sub.add_argument(
+        "--encoding-errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="strict: non-UTF-8 bytes are an error; replace: they become U+FFFD",
+    )
+    sub.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="held-out share of each train file when there are no dev files (default 0.1)",
+    )
+    sub.set_defaults(handler=_prepare)
+
+    sub = command("models", "List the model zoo with true parameter counts.", "tinyminds models")
+    sub.add_argument(
+        "--vocab-size", type=int, default=16_000, help="vocabulary to count parameters at"
+    )
+    sub.set_defaults(handler=_models)
+
+    sub = command(
+        "recipes",
+        "List the runnable recipes, or show one with every field explained.",
+        "tinyminds recipes\ntinyminds recipes --show gpt2-44m",
+    )
+    sub.add_argument("--show", metavar="RECIPE", help="print the resolved config of RECIPE")
+    sub.set_defaults(handler=_recipes)
+
+    sub = command(
+        "train",
+        "Train a model from a recipe; any config field can be overridden as key=value.",
+        "tinyminds train gpt2-44m data=data/babylm-10m out=runs/gpt2-44m\n"
+        "tinyminds train llama-tiny data=data/demo epochs=2 lr=1e-3\n"
+        "tinyminds train gpt2-44m data=data/babylm-10m out=runs/gpt2-44m --resume\n"
+        "torchrun --nproc_per_node 4 -m tinyminds train gpt2-705m data=data/babylm-10m",
+    )
+    sub.add_argument("recipe", help="recipe name (tinyminds recipes) or path to a YAML file")
+    sub.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    sub.add_argument(
+        "--resume", action="store_true", help="continue the run in out= from its last checkpoint"
+    )
+    sub.set_defaults(handler=_train)
+
+    sub = command(
+        "demo",
+        "Run the whole pipeline on the embedded Shakespeare corpus with tiny models (a few minutes on a CPU).",
+        "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo",
+    )
+    sub.add_argument(
+        "--out", default="tinyminds-demo", help="output folder (default ./tinyminds-demo)"
+    )
+    sub.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        set_quiet(True)
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"tinyminds {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tinyminds {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

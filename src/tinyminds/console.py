@@ -1,0 +1,43 @@
+"""What tinyminds prints: short status lines and progress bars, both silenced by quiet mode.
+
+One process-wide switch (set by ``--quiet`` or ``TINYMINDS_QUIET=1``) keeps CI logs short; under
+torch.distributed only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm import tqdm
+
+_quiet = os.environ.get("TINYMINDS_QUIET", "") not in ("", "0")
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet or int(os.environ.get("RANK", "0")) != 0
+
+
+def info(message: str) -> None:
+    """Print a status line to stderr (stdout stays for results a script may parse)."""
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)
+
+
+def progress(total: int | None, description: str, unit: str = "it") -> tqdm:
+    """A progress bar with rate and ETA; a no-op bar in quiet mode."""
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=unit,
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=is_quiet(),
+        file=sys.stderr,
+        leave=False,
+    )

@@ -1,0 +1,78 @@
+"""The training config: one typed dataclass, loaded from a YAML recipe plus command-line overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. A recipe YAML sets some fields; the rest keep these defaults."""
+
+    model: str
+    """Zoo name of the architecture trained from scratch (see `tinyminds models`)."""
+    data: str = ""
+    """Prepared data folder written by `tinyminds prepare` (required at run time)."""
+    out: str = ""
+    """Run folder for config, metrics, checkpoints and the final model (default: runs/RECIPE)."""
+    recipe: str = ""
+    """Name of the recipe this config came from (set by the loader)."""
+    description: str = ""
+    """One line saying what the recipe is (shown by `tinyminds recipes`)."""
+    init_from: str | None = None
+    """Start from this Hugging Face model folder instead of random weights; its tokenizer must match."""
+    seed: int = 42
+    """Seeds weight initialisation, dropout and the per-epoch chunk permutations."""
+    epochs: int = 1
+    """Passes over the training chunks."""
+    batch_size: int = 32
+    """Chunks per micro-batch, summed over all data-parallel processes."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size x grad_accum)."""
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW weight decay, applied to matrices only (not to biases and norm weights)."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up before the cosine decay."""
+    min_lr_ratio: float = 0.0
+    """The cosine decays to lr x min_lr_ratio at the last step."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 turns clipping off)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 autocast on a GPU that has it (else fp16), fp32 on the CPU."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK)."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: run all epochs); the schedule is fitted to it."""
+    eval_chunks: int = 8192
+    """Size of the fixed, seeded subset of dev chunks used for validation (0: all)."""
+    eval_batch_size: int = 64
+    """Chunks per validation batch (summed over processes)."""
+    eval_seed: int = 1234
+    """Seed of the validation subset; fixed so that every model is validated on the same chunks."""
+    checkpoint_every: int = 500
+    """Write a resumable checkpoint every this many optimizer steps (0: at epoch ends only)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    log_every: int = 10
+    """Write a metrics line every this many optimizer steps."""
+    tensorboard: bool = False
+    """Also log to RUN/tensorboard (needs the tensorboard package)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package)."""
+    wandb_project: str = "tinyminds"
+    """W&B project name."""
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum

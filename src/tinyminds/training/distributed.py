@@ -1,0 +1,62 @@
+"""Data parallelism through torch.distributed, in a few lines.
+
+Launch with ``torchrun --nproc_per_node N -m tinyminds train ...`` (or ``accelerate launch``, or one
+torchrun per node for several nodes): both set RANK, WORLD_SIZE and LOCAL_RANK, which is all the
+engine reads. NCCL on GPUs, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_type: str) -> DistContext:
+        """Join the process group that torchrun/accelerate set up, or run alone."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        context = cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        return context
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Average ``tensor`` over processes (a no-op alone)."""
+        if self.enabled:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= self.world_size
+        return tensor
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,495 @@
+"""The training engine: one loop for every objective, readable top to bottom.
+
+`train` runs epochs over the prepared chunks: a new seeded permutation each epoch, micro-batches
+split over data-parallel processes, gradient accumulation, mixed precision on a GPU, clipping, AdamW
+with warm-up + cosine, periodic atomic checkpoints, validation at each epoch's end, and export of the
+best epoch (by validation CE) as a Hugging Face model folder. Objectives (`objectives.py`) decide
+what the loss is; nothing here knows whether it trains a teacher or distills a student.
+
+Every random choice is a function of the seed and the step, and the random-number states are
+saved in each checkpoint, so a run killed at any point and resumed ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from transformers import AutoModelForCausalLM
+
+from tinyminds import __version__
+from tinyminds.config import from_dict, to_dict
+from tinyminds.console import info, progress
+from tinyminds.data.chunks import PreparedData, epoch_permutation, load_prepared, validation_subset
+from tinyminds.data.tokenizer import load_tokenizer, tokenizer_hash
+from tinyminds.errors import UserError
+from tinyminds.models.zoo import build_model, get_spec
+from tinyminds.training import checkpoint
+from tinyminds.training.config import TrainConfig
+from tinyminds.training.distributed import DistContext
+from tinyminds.training.metrics import MetricsLog
+from tinyminds.training.objectives import Batch, CausalLMObjective, Objective
+from tinyminds.training.schedule import cosine_with_warmup
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    best_epoch: int
+    best_val_ce: float
+    validation: list[dict[str, Any]]
+    """One record per validated epoch: epoch, step and every metric of the objective."""
+    parameters: int
+    steps: int
+    seconds: float
+    tokens_per_second: float
+
+
+@dataclass
+class _LoopState:
+    step: int = 0
+    validated_epochs: int = 0
+    best_ce: float = math.inf
+    best_epoch: int = -1
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str, context: DistContext) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name} but no CUDA GPU is available; use device=cpu")
+        if context.enabled:
+            return torch.device("cuda", context.local_rank)
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None for plain fp32)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("precision=fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def check_same_tokenizer(model_dir: Path, data: PreparedData) -> None:
+    """Refuse a model folder whose tokenizer is not the prepared data's."""
+    model_hash = tokenizer_hash(model_dir)
+    if model_hash != data.tokenizer_hash:
+        raise UserError(
+            f"tokenizer of {model_dir} (hash {model_hash[:12]}) differs from the tokenizer of the "
+            f"prepared data {data.folder} (hash {data.tokenizer_hash[:12]})"
+        )
+
+
+def _load_or_build_model(config: TrainConfig, data: PreparedData) -> nn.Module:
+    torch.manual_seed(config.seed)
+    if config.init_from:
+        source = Path(config.init_from)
+        if not (source / "config.json").is_file():
+            raise UserError(f"init_from={source}: not a Hugging Face model folder (no config.json)")
+        check_same_tokenizer(source, data)
+        return AutoModelForCausalLM.from_pretrained(str(source))
+    spec = get_spec(config.model)
+    if not spec.is_causal_lm:
+        raise UserError(f"model {spec.name} is a masked LM; `tinyminds train` trains causal LMs")
+    return build_model(spec, data.vocab_size)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only: biases and norm weights (1-D) are left alone, as transformers does."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: bool) -> None:
+    """Refuse to overwrite a finished or started run unless resuming it with the same config."""
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        differs = [k for k, v in to_dict(config).items() if previous.get(k) != v]
+        if differs:
+            raise UserError(
+                f"--resume: {saved} differs from this config in: {', '.join(differs)}; "
+                "resume with the same recipe and overrides"
+            )
+        return
+    if not resume and (saved.exists() or checkpoint.checkpoint_folders(run_dir / "checkpoints")):
+        raise UserError(
+            f"run folder {run_dir} already holds a run; pass --resume to continue it, "
+            "or choose another out=..."
+        )
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def export_model(
+    model: nn.Module, data: PreparedData, target: Path, info_record: dict[str, Any]
+) -> None:
+    """Save ``model`` + tokenizer as a Hugging Face folder, replacing ``target`` atomically."""
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    load_tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
+    (staging / "tinyminds.json").write_text(
+        json.dumps(info_record, indent=2) + "\n", encoding="utf-8"
+    )
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    objective: Objective | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``config.model`` on ``config.data`` with ``objective`` (plain cross-entropy by default)."""
+    started = time.perf_counter()
+    if not config.data:
+        raise UserError(
+            "no data folder: pass data=DATA_DIR (a folder written by tinyminds prepare)"
+        )
+    data = load_prepared(Path(config.data))
+    device_type = (
+        "cuda"
+        if config.device.startswith("cuda")
+        or (config.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    context = DistContext.from_env(device_type)
+    try:
+        return _train(config, data, objective or CausalLMObjective(), context, resume, started)
+    finally:
+        context.close()
+
+
+def _train(
+    config: TrainConfig,
+    data: PreparedData,
+    objective: Objective,
+    context: DistContext,
+    resume: bool,
+    started: float,
+) -> TrainResult:
+    device = resolve_device(config.device, context)
+    amp_dtype = resolve_precision(config.precision, device)
+    run_dir = Path(config.out or f"runs/{config.recipe or config.model}")
+    _prepare_run_dir(run_dir, config, resume, context.is_main)
+    context.barrier()
+
+    # --- data: batch geometry, validation subset ------------------------------------------------
+    train_chunks, dev_chunks = data.chunks("train"), data.chunks("dev")
+    batch, accum, world = config.batch_size, config.grad_accum, context.world_size
+    if batch % world:
+        raise UserError(f"batch_size={batch} is not divisible by the {world} processes")
+    local_batch = batch // world
+    steps_per_epoch = len(train_chunks) // (batch * accum)
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"{data.folder} has {len(train_chunks)} training chunks, fewer than one optimizer step "
+            f"(batch_size x grad_accum = {batch * accum}); lower batch_size or grad_accum"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    chunk_tokens = data.chunk_size
+    val_local = np.array_split(
+        validation_subset(len(dev_chunks), config.eval_chunks, config.eval_seed), world
+    )[context.rank]
+
+    # --- model, optimizer, schedule ----------------------------------------------------------------
+    model = _load_or_build_model(config, data).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable: list[nn.Module] = [model]
+    if isinstance(objective, nn.Module):  # objectives may own parameters (e.g. projection heads)
+        objective.to(device)
+        trainable.append(objective)
+    torch.manual_seed(config.seed + 1000 * context.rank)  # dropout streams differ per process
+    groups = [g for module in trainable for g in _param_groups(module, config.weight_decay)]
+    trainable_params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(
+        groups,
+        lr=config.lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_eps,
+        fused=device.type == "cuda",
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: cosine_with_warmup(
+            step, config.warmup_steps, total_steps, config.min_lr_ratio
+        ),
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    forward_model: nn.Module = model
+    if context.enabled:
+        forward_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        forward_model = torch.compile(forward_model)
+
+    # --- resume ----------------------------------------------------------------------------------
+    state = _LoopState()
+    checkpoints = run_dir / "checkpoints"
+    metrics = MetricsLog(
+        run_dir,
+        enabled=context.is_main,
+        tensorboard=config.tensorboard,
+        wandb=config.wandb,
+        wandb_project=config.wandb_project,
+        config=to_dict(config),
+    )
+    loaded = checkpoint.load_latest(checkpoints, context.rank) if resume else None
+    if loaded is not None:
+        saved, rng = loaded
+        model.load_state_dict(saved["model"])
+        if isinstance(objective, nn.Module):
+            objective.load_state_dict(saved["objective"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        state = _LoopState(**saved["loop"])
+        if rng is not None:
+            checkpoint.set_rng_state(rng)
+        metrics.truncate_after(state.step)
+        info(f"resumed {run_dir} at step {state.step:,} of {total_steps:,}")
+    elif resume:
+        info(f"no checkpoint in {checkpoints}: starting from step 0")
+        metrics.truncate_after(-1)
+    context.barrier()
+
+    info(
+        f"training {config.recipe or config.model}: {parameters:,} parameters, "
+        f"{len(train_chunks):,} chunks, {steps_per_epoch:,} steps/epoch x {config.epochs} epochs, "
+        f"effective batch {batch * accum}, {world} process(es), {device}, "
+        f"{str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
+    )
+
+    def autocast() -> Any:
+        if amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
+    def to_batch(indices: np.ndarray, chunks: np.ndarray, split: str) -> Batch:
+        ids = torch.from_numpy(chunks[indices].astype(np.int64))
+        return Batch(ids.to(device, non_blocking=True), torch.from_numpy(indices), split)
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+        local_eval = max(1, config.eval_batch_size // world)
+        with torch.no_grad(), autocast():
+            for start in range(0, len(val_local), local_eval):
+                indices = val_local[start : start + local_eval]
+                output = objective(model, to_batch(indices, dev_chunks, "dev"))
+                for key, value in output.metrics.items():
+                    sums[key] += value.float() * len(indices)
+        model.train()
+        keys = sorted(sums)
+        totals = context.sum(
+            torch.stack(
+                [*(sums[k] for k in keys), torch.tensor(float(len(val_local)), device=device)]
+            )
+        )
+        return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
+
+    def save_checkpoint() -> None:
+        staging = checkpoint.staging_folder(checkpoints, state.step)
+        if context.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        context.barrier()
+        checkpoint.write_rank_part(staging, context.rank)
+        context.barrier()
+        failure = None
+        if context.is_main:
+            saved_state = {
+                "model": model.state_dict(),
+                "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "loop": state.__dict__,
+                "config": to_dict(config),
+            }
+            try:
+                checkpoint.publish(checkpoints, state.step, saved_state, config.keep_checkpoints)
+            except UserError as error:
+                failure = error
+        failed = context.sum(torch.tensor(float(failure is not None), device=device)).item()
+        if failure is not None:
+            raise failure
+        if failed:
+            raise UserError("the main process could not write a checkpoint (see its message)")
+
+    # --- the loop ---------------------------------------------------------------------------------
+    model.train()
+    bar = progress(total_steps, "train", unit="step")
+    bar.update(state.step)
+    window: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+    window_steps, window_start = 0, time.perf_counter()
+    tokens_per_step = batch * accum * chunk_tokens
+    train_seconds, trained_steps = 0.0, 0
+    while state.step < total_steps:
+        epoch = state.step // steps_per_epoch
+        order = epoch_permutation(len(train_chunks), config.seed, epoch)
+        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        while state.step < epoch_end:
+            step_started = time.perf_counter()
+            step_in_epoch = state.step - epoch * steps_per_epoch
+            step_loss = torch.zeros((), device=device)
+            for micro in range(accum):
+                first = (step_in_epoch * accum + micro) * batch + context.rank * local_batch
+                indices = order[first : first + local_batch]
+                sync = micro == accum - 1 or not context.enabled
+                with nullcontext() if sync else forward_model.no_sync(), autocast():
+                    output = objective(forward_model, to_batch(indices, train_chunks, "train"))
+                scaler.scale(output.loss / accum).backward()
+                step_loss += output.loss.detach() / accum
+                for key, value in output.metrics.items():
+                    window[key] += value / accum
+            scaler.unscale_(optimizer)
+            grad_norm = (
+                nn.utils.clip_grad_norm_(trainable_params, config.grad_clip)
+                if config.grad_clip > 0
+                else torch.zeros(())
+            )
+            if not torch.isfinite(step_loss).item():
+                raise TrainingDiverged(
+                    f"loss is {step_loss.item()} at step {state.step + 1} (epoch {epoch + 1}, "
+                    f"batch {step_in_epoch + 1} of the epoch); the last good checkpoint in "
+                    f"{checkpoints} is kept"
+                )
+            lr = scheduler.get_last_lr()[0]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window["loss"] += step_loss
+            window["grad_norm"] += grad_norm.detach().float().to(device)
+            window_steps += 1
+            state.step += 1
+            trained_steps += 1
+            train_seconds += time.perf_counter() - step_started
+            bar.update(1)
+
+            if state.step % config.log_every == 0 or state.step == epoch_end:
+                keys = sorted(window)
+                means = context.mean(torch.stack([window[k] for k in keys])) / window_steps
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "kind": "train",
+                    "step": state.step,
+                    "epoch": round(state.step / steps_per_epoch, 4),
+                    **{k: means[i].item() for i, k in enumerate(keys)},
+                    "lr": lr,
+                    "tokens_per_s": round(window_steps * tokens_per_step / max(elapsed, 1e-9), 1),
+                }
+                metrics.write(record)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}"
+                )
+                window.clear()
+                window_steps, window_start = 0, time.perf_counter()
+            at_boundary = state.step == epoch_end
+            if (
+                config.checkpoint_every
+                and state.step % config.checkpoint_every == 0
+                and not at_boundary
+            ):
+                save_checkpoint()
+
+        # --- end of an epoch (or of max_steps): validate, keep the best, checkpoint -------------
+        scores = validate()
+        completed = state.step / steps_per_epoch
+        record = {"kind": "val", "step": state.step, "epoch": round(completed, 4), **scores}
+        record["perplexity"] = math.exp(min(scores["ce"], 50.0))
+        metrics.write(record)
+        state.validation.append(record)
+        state.validated_epochs += 1
+        info(
+            f"epoch {completed:.2f}: validation CE {scores['ce']:.4f} (perplexity {record['perplexity']:.1f})"
+        )
+        if scores["ce"] < state.best_ce:
+            state.best_ce, state.best_epoch = scores["ce"], len(state.validation)
+            if context.is_main:
+                export_model(
+                    model,
+                    data,
+                    run_dir / "model",
+                    {
+                        "tinyminds_version": __version__,
+                        "recipe": config.recipe,
+                        "model": config.model,
+                        "parameters": parameters,
+                        "epoch": completed,
+                        "step": state.step,
+                        "validation": scores,
+                        "data": str(data.folder.resolve()),
+                        "tokenizer_hash": data.tokenizer_hash,
+                        "train_text_hash": data.manifest["splits"]["train"]["text_hash"],
+                    },
+                )
+        save_checkpoint()
+        context.barrier()
+    bar.close()
+    metrics.close()
+
+    result = TrainResult(
+        run_dir=run_dir,
+        model_dir=run_dir / "model",
+        best_epoch=state.best_epoch,
+        best_val_ce=state.best_ce,
+        validation=state.validation,
+        parameters=parameters,
+        steps=state.step,
+        seconds=time.perf_counter() - started,
+        tokens_per_second=trained_steps * tokens_per_step / train_seconds if train_seconds else 0.0,
+    )
+    if context.is_main:
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+        (run_dir / "summary.json").write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
+    return result
+
+
+def config_from_run(run_dir: Path) -> TrainConfig:
+    """The resolved config saved in a run folder."""
+    path = run_dir / "config.yaml"
+    return from_dict(TrainConfig, yaml.safe_load(path.read_text(encoding="utf-8")), str(path))

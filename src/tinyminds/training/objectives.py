@@ -1,0 +1,70 @@
+"""Training objectives: what the engine minimises, plugged into its one training step.
+
+An objective takes the model and a batch of chunks and returns a loss plus named metrics. The
+engine owns everything else (batching, precision, accumulation, clipping, schedule, checkpoints,
+validation), so distillation and its variants are new objectives, not new loops. Validation calls
+the same objective without gradients and averages its metrics; checkpoints are selected on the
+metric called ``ce`` (the student's own cross-entropy), never on a combined loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """A micro-batch of chunks as the engine hands it to an objective."""
+
+    input_ids: torch.Tensor
+    """``[batch, chunk_size]`` token ids on the training device."""
+    chunk_index: torch.Tensor
+    """Index of each chunk in its split (what a teacher-logit cache is keyed by)."""
+    split: str
+    """``train`` or ``dev``."""
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor
+    """The scalar the engine back-propagates."""
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Detached scalars to log (and average over validation), e.g. ``ce`` and ``kl``."""
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput: ...
+
+
+def next_token_labels(input_ids: torch.Tensor) -> torch.Tensor:
+    """Targets for each position: the next token, and -100 (ignored) after the last one."""
+    labels = input_ids.new_full(input_ids.shape, -100)
+    labels[:, :-1] = input_ids[:, 1:]
+    return labels
+
+
+def causal_lm_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``logits`` for ``input_ids``, computed in float32.
+
+    The labels are shifted instead of the logits: slicing ``logits[:, :-1]`` would copy the
+    largest tensor of the step forward and zero-fill one of its size backward (a third of a tiny
+    model's step time on the CPU).
+    """
+    flat = logits.reshape(-1, logits.size(-1))
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    return F.cross_entropy(flat, next_token_labels(input_ids).reshape(-1), ignore_index=-100)
+
+
+class CausalLMObjective:
+    """Plain language modelling: next-token cross-entropy (what the teachers are trained with)."""
+
+    def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
+        logits = model(input_ids=batch.input_ids).logits
+        ce = causal_lm_cross_entropy(logits, batch.input_ids)
+        return ObjectiveOutput(loss=ce, metrics={"ce": ce.detach()})
