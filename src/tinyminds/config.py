@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import textwrap
 import types
@@ -107,8 +108,8 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            close = [name for name in fields if name.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.7)
+            hint = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(f"{source}: unknown key '{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], key, source)
     missing = [

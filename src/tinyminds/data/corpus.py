@@ -151,6 +151,9 @@ def read_source(path: Path, encoding_errors: str = "strict") -> SourceText:
 def hold_out(text: SourceText, fraction: float) -> tuple[SourceText, SourceText]:
     """Split one source into (train, dev) at a line boundary: the last ``fraction`` of its lines."""
     cut = max(1, min(len(text.lines) - 1, round(len(text.lines) * (1 - fraction))))
-    train = SourceText(text.path, text.source, text.rule, text.lines[:cut], text.raw_sha256)
+    # The file's replaced-byte count stays with its train part, so the split totals keep it.
+    train = SourceText(
+        text.path, text.source, text.rule, text.lines[:cut], text.raw_sha256, text.replaced_bytes
+    )
     dev = SourceText(text.path, text.source, text.rule, text.lines[cut:], text.raw_sha256)
     return train, dev

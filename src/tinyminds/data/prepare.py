@@ -159,12 +159,13 @@ def _tokenize_split(
     return stream[: n_chunks * chunk_size].reshape(n_chunks, chunk_size), sources
 
 
-def _save_array_atomic(array: np.ndarray, path: Path) -> None:
+def _save_array_staged(array: np.ndarray, path: Path) -> Path:
+    """Write ``array`` beside ``path`` under a temporary name; the caller renames it into place."""
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array)
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    return tmp
 
 
 def prepare(corpus_dir: Path, out_dir: Path, options: PrepareOptions | None = None) -> dict:
@@ -216,83 +217,102 @@ def prepare(corpus_dir: Path, out_dir: Path, options: PrepareOptions | None = No
             ]
         )
     old_tokenizer = old.get("tokenizer", {})
-    if (
-        old_tokenizer.get("key") == tokenizer_key
-        and (tokenizer_dir / "tokenizer.json").is_file()
-        and tokenizer_hash(tokenizer_dir) == old_tokenizer.get("hash")
-    ):
-        info("tokenizer: unchanged, reused")
-    else:
-        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir))
-        if options.tokenizer:
-            load_tokenizer(Path(options.tokenizer)).save_pretrained(str(staging))
-            info(f"tokenizer: copied from {options.tokenizer}")
+    # Nothing under out_dir is replaced until every split has been built: a run that fails
+    # (a split smaller than one chunk, a full disk...) leaves the old folder as it was.
+    staging: Path | None = None
+    staged_arrays: dict[Path, Path] = {}
+    try:
+        if (
+            old_tokenizer.get("key") == tokenizer_key
+            and (tokenizer_dir / "tokenizer.json").is_file()
+            and tokenizer_hash(tokenizer_dir) == old_tokenizer.get("hash")
+        ):
+            info("tokenizer: unchanged, reused")
+            new_tokenizer_dir = tokenizer_dir
         else:
-            info(f"tokenizer: training byte-level BPE ({options.vocab_size:,} tokens)")
-            lines = (line for t in texts["train"] for line in t.lines if line)
-            save_tokenizer(
-                train_tokenizer(lines, options.vocab_size, options.min_frequency), staging
-            )
-        if tokenizer_dir.exists():
-            shutil.rmtree(tokenizer_dir)
-        os.replace(staging, tokenizer_dir)
-    hf_tokenizer = load_tokenizer(tokenizer_dir)
-    backend = hf_tokenizer.backend_tokenizer
-    vocab_size = len(hf_tokenizer)
-    tok_hash = tokenizer_hash(tokenizer_dir)
-    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+            staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir))
+            if options.tokenizer:
+                load_tokenizer(Path(options.tokenizer)).save_pretrained(str(staging))
+                info(f"tokenizer: copied from {options.tokenizer}")
+            else:
+                info(f"tokenizer: training byte-level BPE ({options.vocab_size:,} tokens)")
+                lines = (line for t in texts["train"] for line in t.lines if line)
+                save_tokenizer(
+                    train_tokenizer(lines, options.vocab_size, options.min_frequency), staging
+                )
+            new_tokenizer_dir = staging
+        hf_tokenizer = load_tokenizer(new_tokenizer_dir)
+        backend = hf_tokenizer.backend_tokenizer
+        vocab_size = len(hf_tokenizer)
+        tok_hash = tokenizer_hash(new_tokenizer_dir)
+        dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
-    # 2. Chunks of each split: reuse when text, tokenizer and chunk size are unchanged.
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "tinyminds_version": __version__,
-        "corpus": str(corpus_dir.resolve()),
-        "layout": files.layout,
-        "dev_held_out": dev_held_out,
-        "options": asdict(options),
-        "tokenizer": {
-            "key": tokenizer_key,
-            "hash": tok_hash,
-            "vocab_size": vocab_size,
-            "path": "tokenizer",
-        },
-        "splits": {},
-    }
-    for split in SPLITS:
-        path = out_dir / f"{split}.npy"
-        previous = old.get("splits", {}).get(split, {})
-        reusable = (
-            previous.get("text_hash") == text_hashes[split]
-            and previous.get("tokenizer_hash") == tok_hash
-            and previous.get("chunk_size") == options.chunk_size
-            and path.is_file()
-            and _sha256_file(path) == previous.get("file_sha256")
-        )
-        if reusable:
-            info(f"{split}: unchanged, reused {previous['chunks']:,} chunks")
-            manifest["splits"][split] = previous
-            continue
-        chunks, sources = _tokenize_split(texts[split], backend, options.chunk_size, split)
-        _save_array_atomic(chunks.astype(dtype), path)
-        manifest["splits"][split] = {
-            "file": path.name,
-            "file_sha256": _sha256_file(path),
-            "dtype": np.dtype(dtype).name,
-            "chunk_size": options.chunk_size,
-            "text_hash": text_hashes[split],
-            "tokenizer_hash": tok_hash,
-            "words": sum(s["words"] for s in sources.values()),
-            "lines": sum(s["lines"] for s in sources.values()),
-            "documents": sum(s["documents"] for s in sources.values()),
-            "tokens": sum(s["tokens"] for s in sources.values()),
-            "chunks": int(chunks.shape[0]),
-            "replaced_bytes": sum(t.replaced_bytes for t in texts[split]),
-            "sources": sources,
+        # 2. Chunks of each split: reuse when text, tokenizer and chunk size are unchanged.
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "tinyminds_version": __version__,
+            "corpus": str(corpus_dir.resolve()),
+            "layout": files.layout,
+            "dev_held_out": dev_held_out,
+            "options": asdict(options),
+            "tokenizer": {
+                "key": tokenizer_key,
+                "hash": tok_hash,
+                "vocab_size": vocab_size,
+                "path": "tokenizer",
+            },
+            "splits": {},
         }
-        info(
-            f"{split}: {manifest['splits'][split]['words']:,} words -> "
-            f"{manifest['splits'][split]['tokens']:,} tokens -> {chunks.shape[0]:,} chunks"
-        )
-    manifest["seconds"] = round(time.perf_counter() - started, 2)
-    _write_json_atomic(out_dir / "manifest.json", manifest)
+        for split in SPLITS:
+            path = out_dir / f"{split}.npy"
+            previous = old.get("splits", {}).get(split, {})
+            reusable = (
+                previous.get("text_hash") == text_hashes[split]
+                and previous.get("tokenizer_hash") == tok_hash
+                and previous.get("chunk_size") == options.chunk_size
+                and path.is_file()
+                and _sha256_file(path) == previous.get("file_sha256")
+            )
+            if reusable:
+                info(f"{split}: unchanged, reused {previous['chunks']:,} chunks")
+                manifest["splits"][split] = previous
+                continue
+            chunks, sources = _tokenize_split(texts[split], backend, options.chunk_size, split)
+            staged = staged_arrays[path] = _save_array_staged(chunks.astype(dtype), path)
+            manifest["splits"][split] = {
+                "file": path.name,
+                "file_sha256": _sha256_file(staged),
+                "dtype": np.dtype(dtype).name,
+                "chunk_size": options.chunk_size,
+                "text_hash": text_hashes[split],
+                "tokenizer_hash": tok_hash,
+                "words": sum(s["words"] for s in sources.values()),
+                "lines": sum(s["lines"] for s in sources.values()),
+                "documents": sum(s["documents"] for s in sources.values()),
+                "tokens": sum(s["tokens"] for s in sources.values()),
+                "chunks": int(chunks.shape[0]),
+                "replaced_bytes": sum(t.replaced_bytes for t in texts[split]),
+                "sources": sources,
+            }
+            info(
+                f"{split}: {manifest['splits'][split]['words']:,} words -> "
+                f"{manifest['splits'][split]['tokens']:,} tokens -> {chunks.shape[0]:,} chunks"
+            )
+
+        # 3. Everything is built: move it into place, the manifest last.
+        if staging is not None:
+            if tokenizer_dir.exists():
+                shutil.rmtree(tokenizer_dir)
+            os.replace(staging, tokenizer_dir)
+            staging = None
+        for path, staged in list(staged_arrays.items()):
+            os.replace(staged, path)
+            del staged_arrays[path]
+        manifest["seconds"] = round(time.perf_counter() - started, 2)
+        _write_json_atomic(out_dir / "manifest.json", manifest)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for staged in staged_arrays.values():
+            staged.unlink(missing_ok=True)
     return manifest

@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from tinyminds import __version__
 from tinyminds.config import from_dict, to_dict
@@ -158,6 +159,7 @@ def export_model(
     """Save ``model`` + tokenizer as a Hugging Face folder, replacing ``target`` atomically."""
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
+    hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar is only noise
     model.save_pretrained(str(staging))
     load_tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
     (staging / "tinyminds.json").write_text(

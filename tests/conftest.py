@@ -1,0 +1,59 @@
+"""Shared fixtures: small real corpora prepared once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tinyminds.console import set_quiet
+from tinyminds.data.demo_corpus import write_demo_corpus
+from tinyminds.data.prepare import PrepareOptions, prepare
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TINYMINDS_QUIET", "1")
+set_quiet(True)
+
+
+def shared_archive(name: str) -> Path:
+    """``../shared/data/NAME``, or skip the test with the reason when this clone has no such file."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found: real-data tests need the project's ../shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real corpus: two genres of the embedded Shakespeare plays (~110k train words)."""
+    full = write_demo_corpus(tmp_path_factory.mktemp("demo-corpus"))
+    small = tmp_path_factory.mktemp("small-corpus")
+    (small / "train").mkdir()
+    (small / "dev").mkdir()
+    shutil.copy(full / "train" / "roman.train", small / "train" / "roman.train")
+    shutil.copy(full / "dev" / "tragedies.dev", small / "dev" / "tragedies.dev")
+    return small
+
+
+@pytest.fixture(scope="session")
+def prepared_data(shakespeare_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``shakespeare_corpus`` prepared with a 1,000-token BPE (fast tiny models)."""
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(shakespeare_corpus, out, PrepareOptions(vocab_size=1000))
+    return out
+
+
+@pytest.fixture(scope="session")
+def babylm_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """babylm-mini extracted into a temporary folder (skipped where ../shared/data is absent)."""
+    archive = shared_archive("babylm-mini.tar.gz")
+    target = tmp_path_factory.mktemp("babylm-mini")
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return target / "babylm-mini"
