@@ -8,6 +8,7 @@ that says what to run.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,7 @@ def copy_prepared(source: Path, target: Path) -> Path:
     target.mkdir()
     for name in ("manifest.json", "train.npy", "dev.npy"):
         (target / name).write_bytes((source / name).read_bytes())
+    shutil.copytree(source / "tokenizer", target / "tokenizer")
     return target
 
 
@@ -155,3 +157,12 @@ def test_unreadable_npy(prepared: Path, tmp_path: Path, damage: str) -> None:
     with pytest.raises(UserError) as error:
         load_prepared(folder).chunks("train")
     assert "train.npy" in str(error.value)
+
+
+def test_tokenizer_not_matching_the_manifest(prepared: Path, tmp_path: Path) -> None:
+    folder = copy_prepared(prepared, tmp_path / "copy")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["tokenizer"]["hash"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(UserError, match="tokenizer does not match"):
+        load_prepared(folder)

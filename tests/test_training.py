@@ -272,3 +272,10 @@ def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tensorboard_logging(prepared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard=true needs the tensorboard package")
+    out = tmp_path / "run"
+    train(make_config(prepared_data, out, max_steps=3, tensorboard=True, checkpoint_every=0))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))

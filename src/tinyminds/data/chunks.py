@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tinyminds.data.prepare import read_manifest
+from tinyminds.data.tokenizer import tokenizer_hash
 from tinyminds.errors import UserError
 
 
@@ -59,7 +60,13 @@ def load_prepared(folder: Path) -> PreparedData:
         raise UserError(
             f"data folder {folder} does not exist; run: tinyminds prepare CORPUS_DIR --out {folder}"
         )
-    return PreparedData(folder, read_manifest(folder))
+    data = PreparedData(folder, read_manifest(folder))
+    if tokenizer_hash(data.tokenizer_dir) != data.tokenizer_hash:
+        raise UserError(
+            f"{data.tokenizer_dir}: tokenizer does not match {folder / 'manifest.json'}; "
+            "rerun tinyminds prepare"
+        )
+    return data
 
 
 def epoch_permutation(n_chunks: int, seed: int, epoch: int) -> np.ndarray:
