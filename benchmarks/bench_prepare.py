@@ -26,7 +26,7 @@ with `tinyminds.data.tokenizer.train_tokenizer` on the same cleaned train lines 
 its tokenizer with the same `tokenizers` BPE trainer).
 
 Run it:  python benchmarks/bench_prepare.py [--corpus DIR] [--repeat N] [--json PATH]
-(about 1.5 minutes per repeat on 2 CPU cores for babylm-mini).
+(about 1.5 minutes on 2 CPU cores for babylm-mini, about 1 minute for each further repeat).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ that the engine uses on the CPU, so that the loop itself is compared like for li
 Run it:  python benchmarks/bench_train_cpu.py [--models gpt2-44m,llama-58m] [--batch 8]
          [--steps 6] [--warmup 2] [--data PREPARED_DIR | --corpus DIR]
          [--trainer-optims default,adamw_torch] [--json PATH]
-(about 3 minutes on 2 CPU cores with the defaults, of which ~30 s prepare babylm-mini).
+(about 2 minutes on 2 CPU cores with the defaults, of which ~25 s prepare babylm-mini).
 """
 
 from __future__ import annotations

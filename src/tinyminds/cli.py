@@ -18,6 +18,9 @@ from tinyminds.errors import UserError
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    from tinyminds.data.corpus import find_corpus_files
+
+    find_corpus_files(Path(args.corpus))  # a missing corpus is reported before torch loads
     from tinyminds.data.prepare import PrepareOptions, prepare
 
     options = PrepareOptions(
@@ -87,9 +90,10 @@ def _recipes(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from tinyminds.recipes import load_train_config
+
+    config = load_train_config(args.recipe, args.overrides)  # before torch loads: errors come fast
     from tinyminds.training.engine import train
 
-    config = load_train_config(args.recipe, args.overrides)
     result = train(config, resume=args.resume)
     if result.run_dir and _is_main_process():
         print(

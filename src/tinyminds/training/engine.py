@@ -131,8 +131,11 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: bool) -> None:
-    """Refuse to overwrite a finished or started run unless resuming it with the same config."""
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: bool) -> bool:
+    """Refuse to overwrite a started run unless resuming it with the same config.
+
+    Returns True when this continues an earlier run (``resume`` and a saved config of the same run).
+    """
     saved = run_dir / "config.yaml"
     if resume and saved.is_file():
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
@@ -142,7 +145,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: 
                 f"--resume: {saved} differs from this config in: {', '.join(differs)}; "
                 "resume with the same recipe and overrides"
             )
-        return
+        return True
     if not resume and (saved.exists() or checkpoint.checkpoint_folders(run_dir / "checkpoints")):
         raise UserError(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, "
@@ -151,6 +154,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    return False
 
 
 def export_model(
@@ -210,7 +214,7 @@ def _train(
     device = resolve_device(config.device, context)
     amp_dtype = resolve_precision(config.precision, device)
     run_dir = Path(config.out or f"runs/{config.recipe or config.model}")
-    _prepare_run_dir(run_dir, config, resume, context.is_main)
+    continuing = _prepare_run_dir(run_dir, config, resume, context.is_main)
     context.barrier()
 
     # --- data: batch geometry, validation subset ------------------------------------------------
@@ -248,7 +252,7 @@ def _train(
         lr=config.lr,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=config.adam_eps,
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters: 5-8% on the CPU
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -290,14 +294,14 @@ def _train(
             checkpoint.set_rng_state(rng)
         metrics.truncate_after(state.step)
         info(f"resumed {run_dir} at step {state.step:,} of {total_steps:,}")
-    elif resume:
-        info(f"no checkpoint in {checkpoints}: starting from step 0")
+    elif continuing:
+        info(f"no checkpoint in {checkpoints}: starting again from step 0")
         metrics.truncate_after(-1)
     context.barrier()
 
     info(
         f"training {config.recipe or config.model}: {parameters:,} parameters, "
-        f"{len(train_chunks):,} chunks, {steps_per_epoch:,} steps/epoch x {config.epochs} epochs, "
+        f"{len(train_chunks):,} chunks, {total_steps:,} steps ({steps_per_epoch:,} per epoch), "
         f"effective batch {batch * accum}, {world} process(es), {device}, "
         f"{str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}"
     )
