@@ -30,7 +30,12 @@ def info(message: str) -> None:
 
 
 def progress(total: int | None, description: str, unit: str = "it") -> tqdm:
-    """A progress bar with rate and ETA; a no-op bar in quiet mode."""
+    """A progress bar with rate and ETA; a no-op bar in quiet mode.
+
+    On a terminal it redraws ten times a second; into a log file (a batch job) it writes one line
+    every 30 seconds instead of flooding the log.
+    """
+    interactive = sys.stderr.isatty()
     return tqdm(
         total=total,
         desc=description,
@@ -40,4 +45,5 @@ def progress(total: int | None, description: str, unit: str = "it") -> tqdm:
         disable=is_quiet(),
         file=sys.stderr,
         leave=False,
+        mininterval=0.1 if interactive else 30.0,
     )
