@@ -12,7 +12,7 @@ import pytest
 from tinyminds.config import field_docs, from_dict, parse_overrides
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import MODEL_ZOO
-from tinyminds.recipes import list_recipes, load_train_config
+from tinyminds.recipes import list_recipes, load_distill_config, load_train_config
 from tinyminds.training.config import TrainConfig
 
 
@@ -29,9 +29,11 @@ def test_every_recipe_loads_and_names_a_zoo_model() -> None:
                         "llama-360m", "llama-58m"):  # fmt: skip
         assert paper_model in names
     for recipe in recipes:
-        config = load_train_config(recipe.name)
+        load = load_distill_config if recipe.kind == "distill" else load_train_config
+        config = load(recipe.name)
         assert config.model in MODEL_ZOO
         assert config.recipe == recipe.name and recipe.description
+    assert {r.name for r in recipes if r.kind == "distill"} >= {"distilledgpt-44m", "babyllama-58m"}
 
 
 def test_paper_hyperparameters_of_table_1() -> None:
@@ -97,7 +99,7 @@ def test_missing_required_key_and_bad_yaml(tmp_path: Path) -> None:
         load_train_config("nope")
 
 
-COMMANDS = ["prepare", "models", "recipes", "train", "demo"]
+COMMANDS = ["prepare", "models", "recipes", "train", "distill", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -135,3 +137,17 @@ def test_recipes_command_lists_and_shows() -> None:
         check=True,
     ).stdout
     assert "warmup_steps" in shown and "linear warm-up" in shown
+
+
+def test_distill_recipes_and_list_overrides() -> None:
+    config = load_distill_config("distilledgpt-44m", ["teachers=[a/model,b/model]", "teacher_weights=0.3,0.7"])
+    assert config.teachers == ["a/model", "b/model"] and config.teacher_weights == [0.3, 0.7]
+    paper = load_distill_config("babyllama-58m")
+    assert (paper.model, paper.alpha, paper.temperature, paper.kl_reduction) == ("llama-58m", 0.5, 2.0, "sequence")
+    assert (paper.lr, paper.batch_size, paper.epochs, paper.warmup_steps, paper.weight_decay) == (
+        2.5e-4, 32, 6, 200, 0.1,
+    )  # fmt: skip
+    with pytest.raises(UserError, match="kl_reduction' is 'mean', expected one of"):
+        load_distill_config("distill-tiny", ["kl_reduction=mean"])
+    with pytest.raises(UserError, match="teacher_weights' has value 'x'"):
+        load_distill_config("distill-tiny", ["teacher_weights=[x]"])

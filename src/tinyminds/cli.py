@@ -69,21 +69,29 @@ def _models(args: argparse.Namespace) -> None:
 def _recipes(args: argparse.Namespace) -> None:
     from tinyminds.config import field_docs
     from tinyminds.models.zoo import MODEL_ZOO, count_parameters
-    from tinyminds.recipes import list_recipes, load_train_config
-    from tinyminds.training.config import TrainConfig
+    from tinyminds.recipes import list_recipes, load_distill_config, load_train_config
+    from tinyminds.training.config import DistillConfig, TrainConfig
 
+    loaders = {
+        "train": (load_train_config, TrainConfig),
+        "distill": (load_distill_config, DistillConfig),
+    }
+    recipes = list_recipes()
     if args.show:
-        config = load_train_config(args.show)
-        docs = field_docs(TrainConfig)
-        for f in fields(TrainConfig):
-            print(f"{f.name:16} {getattr(config, f.name)!s:24} {docs.get(f.name, '')}")
+        kinds = [r.kind for r in recipes if r.name == args.show] or ["train"]
+        load, cls = loaders[kinds[0]]
+        config = load(args.show)
+        docs = field_docs(cls)
+        print(f"{args.show} ({kinds[0]} recipe)")
+        for f in fields(cls):
+            print(f"  {f.name:16} {getattr(config, f.name)!s:24} {docs.get(f.name, '')}")
         return
-    print(f"{'recipe':12} {'kind':6} {'model':12} {'parameters':>13}  description")
-    for recipe in list_recipes():
-        config = load_train_config(str(recipe.path))
+    print(f"{'recipe':16} {'kind':7} {'model':12} {'parameters':>13}  description")
+    for recipe in recipes:
+        config = loaders[recipe.kind][0](str(recipe.path))
         spec = MODEL_ZOO[config.model]
         print(
-            f"{recipe.name:12} {recipe.kind:6} {spec.name:12} {count_parameters(spec):>13,}  "
+            f"{recipe.name:16} {recipe.kind:7} {spec.name:12} {count_parameters(spec):>13,}  "
             f"{recipe.description}"
         )
 
@@ -102,6 +110,25 @@ def _train(args: argparse.Namespace) -> None:
         )
         print(f"model folder: {result.model_dir}")
         print(f"run folder:   {result.run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from tinyminds.recipes import load_distill_config
+
+    config = load_distill_config(args.recipe, args.overrides)  # before torch loads
+    from tinyminds.training.objectives.distillation import distill
+
+    result = distill(config, resume=args.resume)
+    if _is_main_process():
+        print(
+            f"distilled {config.recipe}: best epoch {result.best_epoch}, validation CE "
+            f"{result.best_val_ce:.4f}, {result.tokens_per_second:,.0f} student tokens/s, "
+            f"{result.seconds:.0f} s"
+        )
+        print(f"model folder: {result.model_dir}")
+        print(
+            f"run folder:   {result.run_dir} (config.yaml, metrics.jsonl with ce and kl, checkpoints/)"
+        )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -201,6 +228,21 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in out= from its last checkpoint"
     )
     sub.set_defaults(handler=_train)
+
+    sub = command(
+        "distill",
+        "Distill an ensemble of teachers into a student (CE + KL, online or from a teacher cache).",
+        "tinyminds distill distilledgpt-44m data=data/babylm-10m out=runs/distilledgpt-44m \\\n"
+        "    teachers=[runs/gpt2-44m/model,runs/llama-60m/model]\n"
+        "tinyminds distill distill-tiny data=data/demo teacher_cache=false kl_reduction=token\n"
+        "torchrun --nproc_per_node 4 -m tinyminds distill babyllama-58m data=data/babylm-10m",
+    )
+    sub.add_argument("recipe", help="distillation recipe name (tinyminds recipes) or a YAML path")
+    sub.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    sub.add_argument(
+        "--resume", action="store_true", help="continue the run in out= from its last checkpoint"
+    )
+    sub.set_defaults(handler=_distill)
 
     sub = command(
         "demo",

@@ -46,7 +46,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Convert ``value`` to ``annotation`` (int, float, str, bool, X | None, Literal) or say why not."""
+    """Convert ``value`` to ``annotation`` (int, float, str, bool, X | None, Literal, list[X]) or say why not."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -60,6 +60,13 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
             except UserError:
                 continue
         raise UserError(f"{source}: key '{key}' has value {value!r}, expected {annotation}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):  # "a,b" on the command line
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{source}: key '{key}' has value {value!r}, expected a list")
+        return [_coerce(item, item_type, key, source) for item in value]
     if origin is typing.Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:

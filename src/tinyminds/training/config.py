@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -76,3 +76,33 @@ class TrainConfig:
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """A training run whose loss distills an ensemble of teachers into the student (SPEC §3)."""
+
+    teachers: list[str] = field(default_factory=list)
+    """Teacher model folders (from `tinyminds train`, or any Hugging Face causal LM) sharing the data's tokenizer."""
+    teacher_weights: list[float] = field(default_factory=list)
+    """Weight of each teacher in the ensemble (empty: equal weights)."""
+    ensemble: Literal["logits", "probs"] = "logits"
+    """logits: average the teachers' logits before the softmax (BabyLlama); probs: average their probabilities."""
+    alpha: float = 0.5
+    """Weight of the student's cross-entropy; the KL term gets 1 - alpha (times T^2)."""
+    temperature: float = 2.0
+    """Softmax temperature T of both distributions in the KL term."""
+    kl_direction: Literal["forward", "reverse"] = "forward"
+    """forward: KL(teacher || student) (BabyLlama); reverse: KL(student || teacher)."""
+    kl_reduction: Literal["sequence", "token"] = "sequence"
+    """sequence: KL summed over the 128 positions and averaged over sequences (BabyLlama's batchmean, ~128x a per-token KL); token: mean per token."""
+    teacher_cache: bool = True
+    """Compute the teachers' ensemble once over the training chunks and read it every epoch (top-k per token)."""
+    cache_k: int = 32
+    """Tokens stored per position in the teacher cache."""
+    cache_selection: Literal["topk", "sample"] = "topk"
+    """topk: the k most likely tokens plus one bucket for the rest of the mass; sample: k tokens drawn from the teachers' distribution (an unbiased but noisier forward-KL gradient; forward KL only)."""
+    cache_dir: str = ""
+    """Where the teacher cache lives (default: DATA/teacher-cache/KEY, shared by every run with the same teachers)."""
+    cache_batch_size: int = 64
+    """Chunks per teacher forward pass while building the cache or running teachers online for validation."""

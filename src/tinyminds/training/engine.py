@@ -43,7 +43,7 @@ from tinyminds.training import checkpoint
 from tinyminds.training.config import TrainConfig
 from tinyminds.training.distributed import DistContext
 from tinyminds.training.metrics import MetricsLog
-from tinyminds.training.objectives import Batch, CausalLMObjective, Objective
+from tinyminds.training.objectives import Batch, CausalLMObjective, Objective, SetupContext
 from tinyminds.training.schedule import cosine_with_warmup
 
 
@@ -113,7 +113,13 @@ def _load_or_build_model(config: TrainConfig, data: PreparedData) -> nn.Module:
         if not (source / "config.json").is_file():
             raise UserError(f"init_from={source}: not a Hugging Face model folder (no config.json)")
         check_same_tokenizer(source, data)
-        return AutoModelForCausalLM.from_pretrained(str(source))
+        model = AutoModelForCausalLM.from_pretrained(str(source))
+        if model.config.vocab_size != data.vocab_size:
+            raise UserError(
+                f"init_from={source} has a vocabulary of {model.config.vocab_size} tokens, "
+                f"the data {data.folder} {data.vocab_size}"
+            )
+        return model
     spec = get_spec(config.model)
     if not spec.is_causal_lm:
         raise UserError(f"model {spec.name} is a masked LM; `tinyminds train` trains causal LMs")
@@ -240,6 +246,19 @@ def _train(
     # --- model, optimizer, schedule ----------------------------------------------------------------
     model = _load_or_build_model(config, data).to(device)
     parameters = sum(p.numel() for p in model.parameters())
+    setup = getattr(objective, "setup", None)
+    if setup is not None:  # e.g. teachers to the device, a teacher cache built by every process
+        setup(
+            SetupContext(
+                device=device,
+                amp_dtype=amp_dtype,
+                rank=context.rank,
+                world_size=world,
+                barrier=context.barrier,
+                data=data,
+                run_dir=run_dir,
+            )
+        )
     trainable: list[nn.Module] = [model]
     if isinstance(objective, nn.Module):  # objectives may own parameters (e.g. projection heads)
         objective.to(device)

@@ -10,6 +10,7 @@ from tinyminds.training.objectives.base import (
     CausalLMObjective,
     Objective,
     ObjectiveOutput,
+    SetupContext,
     causal_lm_cross_entropy,
     next_token_labels,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "CausalLMObjective",
     "Objective",
     "ObjectiveOutput",
+    "SetupContext",
     "causal_lm_cross_entropy",
     "next_token_labels",
 ]

@@ -9,8 +9,10 @@ metric called ``ce`` (the student's own cross-entropy), never on a combined loss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,29 @@ class ObjectiveOutput:
     """Detached scalars to log (and average over validation), e.g. ``ce`` and ``kl``."""
 
 
+@dataclass
+class SetupContext:
+    """What the engine knows once its device and processes are ready, handed to `setup`."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    """The autocast dtype of the run (None: fp32)."""
+    rank: int
+    world_size: int
+    barrier: Callable[[], None]
+    """Waits for every process (a no-op alone)."""
+    data: Any
+    """The run's `tinyminds.data.chunks.PreparedData`."""
+    run_dir: Path
+
+
 class Objective(Protocol):
+    """``objective(model, batch)`` returns the loss; an objective may also define
+    ``setup(context: SetupContext)``, which the engine calls once before training (to move teachers to
+    the device, or build a teacher cache with every process's help). An objective that is an
+    ``nn.Module`` has its parameters trained and its state checkpointed with the model's.
+    """
+
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput: ...
 
 

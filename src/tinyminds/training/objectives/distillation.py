@@ -1,0 +1,186 @@
+"""Multi-teacher knowledge distillation as an objective of the one training engine (SPEC §3).
+
+The student's loss is ``alpha * CE + (1 - alpha) * T^2 * KL(teachers || student)`` with the
+teachers' logits averaged before the softmax (BabyLlama), and with the KL summed over the 128
+positions of a chunk and averaged over chunks (``kl_reduction: sequence``, BabyLlama's batchmean)
+or averaged per token. The teachers' ensemble distribution comes either from running the teachers
+(online) or from the teacher-logit cache: top-k tokens per position plus one bucket for the rest
+of the mass, computed once over the fixed training chunks and read every epoch. Validation always
+runs the teachers online on the dev chunks (they are not cached) and reports CE and KL; the engine
+keeps the epoch with the best CE.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tinyminds.console import info
+from tinyminds.data.chunks import load_prepared
+from tinyminds.errors import UserError
+from tinyminds.training.config import DistillConfig
+from tinyminds.training.engine import TrainResult, train
+from tinyminds.training.objectives.base import (
+    Batch,
+    ObjectiveOutput,
+    SetupContext,
+    causal_lm_cross_entropy,
+)
+from tinyminds.training.objectives.kd_losses import (
+    chunked_dense_kl,
+    dense_kl,
+    ensemble_log_probs,
+    kd_loss,
+    reduce_kl,
+    sampled_kl,
+    sparse_kl,
+)
+from tinyminds.training.teacher_cache import (
+    TeacherCache,
+    cache_key,
+    model_fingerprint,
+    open_or_build_cache,
+)
+from tinyminds.training.teachers import load_teachers
+
+
+class DistillationObjective:
+    """CE + T^2-scaled KL to the teachers' ensemble, online or from the teacher cache."""
+
+    def __init__(
+        self, teachers: list[nn.Module], teacher_dirs: list[str], config: DistillConfig
+    ) -> None:
+        self.teachers = teachers
+        self.teacher_dirs = teacher_dirs
+        self.config = config
+        self.cache: TeacherCache | None = None
+        self.amp_dtype: torch.dtype | None = None
+
+    def setup(self, context: SetupContext) -> None:
+        """Teachers to the device (bf16 weights on a GPU), then open or build the teacher cache."""
+        self.amp_dtype = context.amp_dtype
+        teacher_dtype = (
+            torch.bfloat16 if context.device.type == "cuda" and context.amp_dtype else None
+        )
+        for teacher in self.teachers:
+            teacher.to(device=context.device, dtype=teacher_dtype)
+        if not self.config.teacher_cache:
+            return
+        data = context.data
+        key = cache_key(
+            teacher_fingerprints=[model_fingerprint(Path(d)) for d in self.teacher_dirs],
+            tokenizer_hash=data.tokenizer_hash,
+            data_hash=data.manifest["splits"]["train"]["file_sha256"],
+            k=self.config.cache_k,
+            temperature=self.config.temperature,
+            weights=self.normalised_weights(),
+            mode=f"{self.config.ensemble}/{self.config.cache_selection}",
+        )
+        folder = (
+            Path(self.config.cache_dir)
+            if self.config.cache_dir
+            else data.folder / "teacher-cache" / key[:16]
+        )
+        self.cache = open_or_build_cache(
+            folder,
+            key,
+            chunks=data.chunks("train"),
+            ensemble_log_probs=self.ensemble_log_probs,
+            k=self.config.cache_k,
+            vocab_size=data.vocab_size,
+            batch_size=self.config.cache_batch_size,
+            device=context.device,
+            rank=context.rank,
+            world_size=context.world_size,
+            barrier=context.barrier,
+            selection=self.config.cache_selection,
+        )
+        info(f"teacher cache: {folder} ({self.cache.bytes_per_token:.0f} bytes per token)")
+
+    def normalised_weights(self) -> list[float]:
+        """Each teacher's share of the ensemble (equal when no weights are given), summing to 1."""
+        weights = self.config.teacher_weights or [1.0] * len(self.teachers)
+        return [w / sum(weights) for w in weights]
+
+    def ensemble_log_probs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The teachers' ensemble log-probabilities at temperature T, ``[B, L, V]`` float32."""
+        autocast = (
+            torch.autocast(input_ids.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else nullcontext()
+        )
+        with torch.no_grad(), autocast:
+            logits = [teacher(input_ids=input_ids).logits for teacher in self.teachers]
+            return ensemble_log_probs(
+                logits,
+                self.config.temperature,
+                self.config.teacher_weights or None,
+                self.config.ensemble,
+            )
+
+    def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
+        config = self.config
+        logits = model(input_ids=batch.input_ids).logits
+        ce = causal_lm_cross_entropy(logits, batch.input_ids)
+        if self.cache is not None and batch.split == "train":
+            ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
+            if config.cache_selection == "sample":
+                per_position = sampled_kl(ids, log_probs, logits, config.temperature)
+            else:
+                per_position = sparse_kl(
+                    ids, log_probs, rest, logits, config.temperature, config.kl_direction
+                )
+        else:
+            teacher = self.ensemble_log_probs(batch.input_ids)
+            kl_fn = chunked_dense_kl if torch.is_grad_enabled() else dense_kl
+            per_position = kl_fn(teacher, logits, config.temperature, config.kl_direction)
+        kl = reduce_kl(per_position, config.kl_reduction)
+        loss = kd_loss(ce, kl, config.alpha, config.temperature)
+        return ObjectiveOutput(loss=loss, metrics={"ce": ce.detach(), "kl": kl.detach()})
+
+
+def check_distill_config(config: DistillConfig) -> None:
+    """Refuse settings that cannot work before anything is loaded."""
+    if not 0.0 <= config.alpha <= 1.0:
+        raise UserError(f"alpha must be between 0 and 1, got {config.alpha}")
+    if config.temperature <= 0:
+        raise UserError(f"temperature must be positive, got {config.temperature}")
+    if config.teacher_weights:
+        if len(config.teacher_weights) != len(config.teachers):
+            raise UserError(
+                f"teacher_weights has {len(config.teacher_weights)} values for "
+                f"{len(config.teachers)} teachers"
+            )
+        if any(w < 0 for w in config.teacher_weights) or not any(config.teacher_weights):
+            raise UserError(
+                f"teacher_weights must be non-negative and not all zero: {config.teacher_weights}"
+            )
+    if (
+        config.teacher_cache
+        and config.cache_selection == "sample"
+        and config.kl_direction == "reverse"
+    ):
+        raise UserError(
+            "kl_direction=reverse cannot be estimated from sampled teacher tokens; "
+            "use cache_selection=topk or teacher_cache=false"
+        )
+    if config.cache_k < 1:
+        raise UserError(f"cache_k must be at least 1, got {config.cache_k}")
+
+
+def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
+    """Distill ``config.teachers`` into a ``config.model`` student with the training engine."""
+    check_distill_config(config)
+    if not config.data:
+        raise UserError(
+            "no data folder: pass data=DATA_DIR (a folder written by tinyminds prepare)"
+        )
+    data = load_prepared(Path(config.data))
+    student = config.init_from or config.model
+    teachers = load_teachers(config.teachers, data, student)
+    return train(
+        config, objective=DistillationObjective(teachers, config.teachers, config), resume=resume
+    )

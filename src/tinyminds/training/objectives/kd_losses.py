@@ -1,0 +1,375 @@
+"""Knowledge-distillation loss math as pure functions (computed in float32, or float64 if given).
+
+The student minimises ``L = alpha * CE + (1 - alpha) * T^2 * KL``: ``CE`` is its own next-token
+cross-entropy on the hard labels (`base.causal_lm_cross_entropy`), ``KL`` compares the teachers'
+ensemble distribution with the student's, both softened by the temperature ``T``, at *every*
+position of the ``[B, L, V]`` logits (BabyLlama applies it to all ``L`` positions, the last one
+included, although that position has no next-token label). The ``T^2`` factor keeps the size of
+the soft-target gradient independent of ``T`` (Hinton et al., 2015): the gradient of the KL
+w.r.t. the student's logits is ``(p_s - p_t) / T``, and ``p_s - p_t`` itself shrinks about as
+``1 / T``.
+
+Teachers' ensemble (`ensemble_log_probs`). BabyLlama averages the teachers' *logits* before the
+softmax, ``p_t = softmax(sum_i w_i z_i / T)`` with equal weights (``mode="logits"``, the default).
+``mode="probs"`` instead averages the teachers' distributions, ``p_t = sum_i w_i softmax(z_i / T)``,
+evaluated in log space as ``logsumexp_i(log w_i + log_softmax(z_i / T))`` so that nothing
+underflows.
+
+KL per position (`dense_kl`): forward ``KL(p_t || p_s) = sum_v p_t (log p_t - log p_s)`` (what
+BabyLlama uses), reverse ``KL(p_s || p_t)``. Terms with a zero-probability left-hand side are
+exactly 0 (``0 log 0 = 0``), without NaN in the value or the gradient.
+
+Reduction (`reduce_kl`). BabyLlama calls ``KLDivLoss(reduction="batchmean")`` on ``[B, L, V]``
+tensors; ``batchmean`` divides the total by ``input.size(0) = B`` only, so the KL is summed over
+the ``L`` positions: about ``L`` times a per-token KL (128x for BabyLlama's chunks), which makes
+the KD term dominate the CE term at ``alpha = 0.5``. ``"sequence"`` reproduces that scaling;
+``"token"`` is the mean over the ``B * L`` positions.
+
+Top-k teacher cache (`sparse_kl`). A cache that keeps only the teacher's ``k`` most likely tokens
+per position stores their log-probabilities and the log of the remaining mass ``r_t``. The KL is
+then taken between two distributions over ``k + 1`` buckets: the ``k`` tokens and "the rest".
+Both sides are proper distributions (the teacher's ``k`` probabilities plus ``r_t`` sum to 1, and
+so do the student's ``q_s(i)`` plus its own rest mass ``r_s``), so the value is a true KL: zero
+exactly when the student matches the teacher on the buckets, never negative, and equal to the
+dense KL when ``k = V``. (Dropping the rest bucket, or renormalising the top-k, would instead
+reward the student for whatever it does outside the top-k, or ignore the teacher's tail mass.)
+``r_s`` is computed as ``logsumexp`` over the non-top tokens minus the full ``logsumexp``, never
+as ``1 - sum q_s(i)``, which cancels catastrophically when the top-k hold almost all the mass.
+
+Memory-lean path (`chunked_dense_kl`). On a GPU, the float32 copies of the ``[B, L, V]`` student
+logits and softmax that autograd keeps for the dense KL are the main memory cost of a KD step.
+`chunked_dense_kl` processes the flattened positions in chunks, computes each chunk's KL values
+and its gradient w.r.t. the student logits at once, and stores only that gradient, in the student
+logits' dtype; backward scales it by the upstream gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Direction = Literal["forward", "reverse"]
+EnsembleMode = Literal["logits", "probs"]
+Reduction = Literal["sequence", "token"]
+
+__all__ = [
+    "chunked_dense_kl",
+    "dense_kl",
+    "ensemble_log_probs",
+    "kd_loss",
+    "reduce_kl",
+    "sparse_kl",
+]
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64 (exact tests), else float32 (whatever the inputs' dtype)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+
+
+def _kl_terms(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Elementwise ``p (log p - log q)``, exactly 0 where ``p = 0`` (value and gradient NaN-free).
+
+    The ``log p - log q`` difference is replaced by 0 before the product where ``log p = -inf``:
+    a single ``where`` around the product would still back-propagate ``0 * (-inf - log q)`` = NaN.
+    """
+    empty = torch.isneginf(log_p)
+    diff = torch.where(empty, torch.zeros_like(log_p), log_p - log_q)
+    return torch.where(empty, torch.zeros_like(log_p), log_p.exp() * diff)
+
+
+def ensemble_log_probs(
+    teacher_logits: Sequence[Tensor],
+    temperature: float,
+    weights: Sequence[float] | None = None,
+    mode: EnsembleMode = "logits",
+) -> Tensor:
+    """Log-probabilities ``[B, L, V]`` of the teachers' ensemble at temperature ``temperature``.
+
+    ``mode="logits"`` (BabyLlama): ``log_softmax(sum_i w_i z_i / T)``; ``mode="probs"``:
+    ``log(sum_i w_i softmax(z_i / T))``. ``weights`` are normalised to sum to 1 (equal when
+    ``None``); teachers with weight 0 are skipped. Computed in float32 (float64 if any teacher's
+    logits are float64).
+    """
+    _check_temperature(temperature)
+    if mode not in ("logits", "probs"):
+        raise ValueError(f"mode must be 'logits' or 'probs', got {mode!r}")
+    teachers = list(teacher_logits)
+    if not teachers:
+        raise ValueError("ensemble_log_probs needs at least one teacher's logits")
+    shape = teachers[0].shape
+    for i, logits in enumerate(teachers):
+        if logits.shape != shape:
+            raise ValueError(
+                f"teacher {i} has logits of shape {tuple(logits.shape)}, teacher 0 has {tuple(shape)}"
+            )
+    if weights is None:
+        raw = [1.0] * len(teachers)
+    else:
+        raw = [float(w) for w in weights]
+        if len(raw) != len(teachers):
+            raise ValueError(f"got {len(raw)} weights for {len(teachers)} teachers")
+        if any(not math.isfinite(w) or w < 0 for w in raw):
+            raise ValueError(f"teacher weights must be finite and non-negative, got {raw}")
+        if sum(raw) <= 0:
+            raise ValueError(f"teacher weights must not all be zero, got {raw}")
+    total = sum(raw)
+    used = [(logits, w / total) for logits, w in zip(teachers, raw, strict=True) if w > 0]
+    dtype = _compute_dtype(*teachers)
+
+    if mode == "logits":
+        # One float32 accumulator, whatever the number of teachers.
+        acc = used[0][0].to(dtype) * (used[0][1] / temperature)
+        for logits, w in used[1:]:
+            acc.add_(logits.to(dtype), alpha=w / temperature)
+        return torch.log_softmax(acc, dim=-1)
+
+    acc = torch.log_softmax(used[0][0].to(dtype) / temperature, dim=-1) + math.log(used[0][1])
+    for logits, w in used[1:]:
+        term = torch.log_softmax(logits.to(dtype) / temperature, dim=-1) + math.log(w)
+        acc = torch.logaddexp(acc, term)
+    return acc
+
+
+def dense_kl(
+    teacher_log_probs: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    direction: Direction = "forward",
+) -> Tensor:
+    """Per-position KL ``[B, L]`` between the teacher's distribution and ``softmax(student / T)``.
+
+    ``teacher_log_probs`` are the teacher's log-probabilities at the same temperature (e.g. from
+    `ensemble_log_probs`). ``forward``: ``KL(p_t || p_s) = sum_v p_t (log p_t - log p_s)``;
+    ``reverse``: ``KL(p_s || p_t)``. Computed in float32 (float64 if either input is float64).
+    """
+    _check_temperature(temperature)
+    _check_direction(direction)
+    if teacher_log_probs.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher log-probs {tuple(teacher_log_probs.shape)} and student logits "
+            f"{tuple(student_logits.shape)} differ in shape"
+        )
+    dtype = _compute_dtype(teacher_log_probs, student_logits)
+    log_t = teacher_log_probs.to(dtype)
+    log_s = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    if direction == "forward":
+        return _kl_terms(log_t, log_s).sum(dim=-1)
+    return _kl_terms(log_s, log_t).sum(dim=-1)
+
+
+def sparse_kl(
+    top_indices: Tensor,
+    top_log_probs: Tensor,
+    rest_log_prob: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    direction: Direction = "forward",
+) -> Tensor:
+    """Per-position KL ``[B, L]`` over ``k + 1`` buckets against a top-k teacher cache.
+
+    ``top_indices`` ``[B, L, k]`` (int64, distinct per position) are the cached tokens,
+    ``top_log_probs`` ``[B, L, k]`` the teacher's log-probabilities of them at temperature ``T``,
+    ``rest_log_prob`` ``[B, L]`` the log of the teacher's remaining mass ``r_t`` (``-inf`` when
+    the top-k hold it all). The student's buckets are ``q_s(i) = softmax(student / T)_i`` for the
+    top-k tokens and ``r_s`` = its mass on all other tokens. ``forward``:
+    ``sum_i p_t(i) (log p_t(i) - log q_s(i)) + r_t (log r_t - log r_s)``; ``reverse`` swaps the
+    roles. With ``k = V`` (and ``r_t = 0``) this equals `dense_kl`. A zero bucket on the
+    left-hand side contributes exactly 0; in ``reverse`` a teacher rest mass of 0 against a
+    positive student rest mass is a genuinely infinite KL (the cache should not store an
+    underflowed ``-inf`` rest when ``k < V``).
+    """
+    _check_temperature(temperature)
+    _check_direction(direction)
+    if student_logits.dim() < 1:
+        raise ValueError("student_logits must have a vocabulary dimension")
+    batch_shape = student_logits.shape[:-1]
+    vocab = student_logits.shape[-1]
+    if top_indices.dtype != torch.int64:
+        raise ValueError(f"top_indices must be int64, got {top_indices.dtype}")
+    if top_indices.shape != top_log_probs.shape or top_indices.shape[:-1] != batch_shape:
+        raise ValueError(
+            f"top_indices {tuple(top_indices.shape)} and top_log_probs "
+            f"{tuple(top_log_probs.shape)} must both be {(*batch_shape, 'k')}"
+        )
+    if rest_log_prob.shape != batch_shape:
+        raise ValueError(
+            f"rest_log_prob has shape {tuple(rest_log_prob.shape)}, expected {tuple(batch_shape)}"
+        )
+    if top_indices.shape[-1] > vocab:
+        raise ValueError(f"k = {top_indices.shape[-1]} exceeds the vocabulary size {vocab}")
+
+    dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
+    scaled = student_logits.to(dtype) / temperature
+    log_norm = torch.logsumexp(scaled, dim=-1)
+    student_top = scaled.gather(-1, top_indices) - log_norm.unsqueeze(-1)
+    outside = scaled.scatter(-1, top_indices, float("-inf"))
+    student_rest = torch.logsumexp(outside, dim=-1) - log_norm
+    teacher_top = top_log_probs.to(dtype)
+    teacher_rest = rest_log_prob.to(dtype)
+    if direction == "forward":
+        return _kl_terms(teacher_top, student_top).sum(dim=-1) + _kl_terms(
+            teacher_rest, student_rest
+        )
+    return _kl_terms(student_top, teacher_top).sum(dim=-1) + _kl_terms(student_rest, teacher_rest)
+
+
+def reduce_kl(per_position: Tensor, reduction: Reduction) -> Tensor:
+    """Reduce a ``[B, L]`` per-position KL to a scalar.
+
+    ``"sequence"``: sum over all positions divided by ``B`` (BabyLlama's ``batchmean`` on
+    ``[B, L, V]``, about ``L`` times the per-token mean); ``"token"``: mean over the ``B * L``
+    positions.
+    """
+    if per_position.dim() != 2:
+        raise ValueError(
+            f"expected a [B, L] per-position KL, got shape {tuple(per_position.shape)}"
+        )
+    if reduction == "sequence":
+        return per_position.sum() / per_position.shape[0]
+    if reduction == "token":
+        return per_position.mean()
+    raise ValueError(f"reduction must be 'sequence' or 'token', got {reduction!r}")
+
+
+def kd_loss(ce: Tensor, kl: Tensor, alpha: float, temperature: float) -> Tensor:
+    """``alpha * ce + (1 - alpha) * T^2 * kl`` (``kl`` already reduced to a scalar)."""
+    _check_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+
+
+class _ChunkedDenseKL(torch.autograd.Function):
+    """Dense KL with the student-logit gradient computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        teacher_log_probs: Tensor,
+        student_logits: Tensor,
+        temperature: float,
+        direction: str,
+        chunk_rows: int,
+    ) -> Tensor:
+        vocab = student_logits.shape[-1]
+        dtype = _compute_dtype(teacher_log_probs, student_logits)
+        teacher = teacher_log_probs.reshape(-1, vocab)
+        student = student_logits.reshape(-1, vocab)
+        rows = student.shape[0]
+        out = torch.empty(rows, dtype=dtype, device=student.device)
+        need_grad = bool(ctx.needs_input_grad[1])
+        grad = torch.empty_like(student) if need_grad else None
+        for start in range(0, rows, chunk_rows):
+            stop = min(start + chunk_rows, rows)
+            log_t = teacher[start:stop].to(dtype)
+            log_s = torch.log_softmax(student[start:stop].to(dtype) / temperature, dim=-1)
+            if direction == "forward":
+                kl = _kl_terms(log_t, log_s).sum(dim=-1)
+            else:
+                kl = _kl_terms(log_s, log_t).sum(dim=-1)
+            out[start:stop] = kl
+            if grad is None:
+                continue
+            p_s = log_s.exp()
+            if direction == "forward":
+                # d/dz_j sum_v p_t,v (log p_t,v - log p_s,v) = (p_s,j sum_v p_t,v - p_t,j) / T
+                # (sum_v p_t,v = 1 for a normalised teacher: (p_s - p_t) / T).
+                p_t = log_t.exp()
+                g = p_s * p_t.sum(dim=-1, keepdim=True) - p_t
+            else:
+                # d/dz_j sum_v p_s,v (log p_s,v - log p_t,v) = p_s,j (log p_s,j - log p_t,j - KL) / T
+                g = _kl_terms(log_s, log_t) - p_s * kl.unsqueeze(-1)
+            grad[start:stop] = g / temperature
+        ctx.grad = grad
+        ctx.chunk_rows = chunk_rows
+        ctx.student_shape = student_logits.shape
+        return out.reshape(student_logits.shape[:-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "chunked_dense_kl: backward called twice (its stored gradient is consumed in "
+                "place), or the student logits did not require a gradient"
+            )
+        ctx.grad = None
+        upstream = grad_output.reshape(-1, 1)
+        # Scale in place, chunk by chunk: no full-size float32 temporary.
+        for start in range(0, grad.shape[0], ctx.chunk_rows):
+            stop = min(start + ctx.chunk_rows, grad.shape[0])
+            grad[start:stop].mul_(upstream[start:stop])
+        return None, grad.reshape(ctx.student_shape), None, None, None
+
+
+def chunked_dense_kl(
+    teacher_log_probs: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    direction: Direction = "forward",
+    chunk_rows: int = 4096,
+) -> Tensor:
+    """`dense_kl` with a lean autograd footprint: same ``[B, L]`` values, same gradient.
+
+    The flattened ``B * L`` positions are processed ``chunk_rows`` at a time; each chunk's KL is
+    computed in float32 (float64 if an input is float64), and so is its gradient w.r.t. the
+    student logits (forward KL: ``(p_s - p_t) / T``; reverse KL:
+    ``p_s (log p_s - log p_t - KL) / T``), which is stored in the student logits' dtype. The
+    autograd graph therefore holds one student-sized tensor instead of float32 copies of the
+    softmax; backward multiplies it, in place, by the upstream ``[B, L]`` gradient (so the graph
+    can be back-propagated once only). Nothing is stored when no gradient is needed.
+    ``teacher_log_probs`` get no gradient: use `dense_kl` where one must flow into the teachers.
+    """
+    _check_temperature(temperature)
+    _check_direction(direction)
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    if teacher_log_probs.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher log-probs {tuple(teacher_log_probs.shape)} and student logits "
+            f"{tuple(student_logits.shape)} differ in shape"
+        )
+    if teacher_log_probs.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "chunked_dense_kl gives the teacher log-probs no gradient; detach them, or use "
+            "dense_kl where a gradient must flow into the teachers"
+        )
+    return _ChunkedDenseKL.apply(
+        teacher_log_probs, student_logits, float(temperature), direction, chunk_rows
+    )
+
+
+def sampled_kl(
+    sample_ids: Tensor, sample_log_probs: Tensor, student_logits: Tensor, temperature: float
+) -> Tensor:
+    """Forward KL(teacher || student) per position, estimated from k tokens drawn from the teacher.
+
+    ``sample_ids`` ``[B, L, k]`` are draws (with replacement) from the teacher's distribution at
+    temperature T and ``sample_log_probs`` their teacher log-probs. The estimate
+    ``mean_j (log p_t(s_j) - log q_s(s_j))`` is unbiased for the KL, and its gradient
+    ``(q_s - p_hat) / T`` (p_hat: the draws' empirical distribution) is unbiased for the true
+    ``(q_s - p_t) / T``: the tail of a flat teacher is represented in proportion, which a top-k
+    cache cannot do. Returns ``[B, L]`` float32 (float64 for float64 inputs).
+    """
+    _check_temperature(temperature)
+    if sample_ids.dtype != torch.int64:
+        raise ValueError(f"sample_ids must be int64, got {sample_ids.dtype}")
+    dtype = _compute_dtype(sample_log_probs, student_logits)
+    student_log_probs = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    drawn = student_log_probs.gather(-1, sample_ids)
+    return (sample_log_probs.to(dtype) - drawn).mean(dim=-1)

@@ -1,0 +1,554 @@
+"""The teacher cache: the teachers' ensemble distribution for every training token, computed once.
+
+Why: in a distillation step the two teachers' forward passes and the full-vocabulary KL cost about
+twice the student's own step (SPEC §5). The training corpus is a fixed set of 128-token chunks, so
+the ensemble distribution of each chunk at temperature T never changes from one epoch to the next:
+it is computed once, stored compactly, and read back every epoch instead of running the teachers.
+
+What is stored, per token of every chunk: the ids of the ensemble's k most probable tokens, their
+log-probabilities at temperature T, and the log of the mass left outside them. The k + 1 buckets
+(k tokens and "everything else") form a proper distribution (their probabilities sum to 1, up to
+the float16 rounding of the top-k values).
+
+Layout: a folder holding three ``.npy`` files, memory-mapped when read, and ``meta.json``:
+
+- ``top_indices.npy``   ``[n_chunks, chunk_len, k]`` uint16 (int32 when the vocabulary exceeds 65,536)
+- ``top_log_probs.npy`` ``[n_chunks, chunk_len, k]`` float16, sorted from most to least probable
+- ``rest_log_prob.npy`` ``[n_chunks, chunk_len]`` float32, log of the remaining mass (``-inf`` when
+  the top-k hold all of it, e.g. k = V)
+
+Bytes per token: ``k * (id_bytes + 2) + 4``, i.e. ``4k + 4`` with uint16 ids (k = 32: 132 bytes;
+the ~13M tokens of BabyLM 10M take about 1.7 GB).
+
+Validity: a cache is reused only when its ``meta.json`` carries exactly the expected key (a
+sha256 of the teachers' weights, tokenizer, training data, k, T, ensemble weights and mode, and
+``CACHE_FORMAT``; see `cache_key`), format, k and shapes, and each array file has exactly the byte
+size its header and shape imply (a truncated file is detected). Anything else -- no folder, no
+``meta.json``, another key, a short file -- is rebuilt, never read. A build writes into a hidden
+staging folder beside the cache and renames it into place only when every array is filled and
+flushed and ``meta.json`` written, so a process killed mid-build leaves no cache that looks
+complete. The cache folder must be on a filesystem every process of a distributed run shares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyminds.console import info, progress
+from tinyminds.errors import UserError
+
+CACHE_FORMAT = 1
+
+INDICES_FILE = "top_indices.npy"
+VALUES_FILE = "top_log_probs.npy"
+REST_FILE = "rest_log_prob.npy"
+META_FILE = "meta.json"
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_NOT_WEIGHTS = frozenset(
+    {"training_args.bin"}
+)  # written by transformers.Trainer: settings, not weights
+
+EnsembleFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over a model folder's weight files (``*.safetensors``, ``*.bin``) and ``config.json``.
+
+    Files are taken in name order, each hashed with its name, streamed in 1 MiB blocks; other files
+    (README, tokenizer, logs, ``training_args.bin``) do not change the fingerprint.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"teacher model folder {model_dir} does not exist")
+    weights = sorted(
+        p
+        for p in model_dir.iterdir()
+        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and p.name not in _NOT_WEIGHTS
+    )
+    if not weights:
+        raise UserError(f"{model_dir}: no weight files (*.safetensors or *.bin) to fingerprint")
+    files = [*weights]
+    config = model_dir / "config.json"
+    if config.is_file():
+        files.append(config)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def cache_key(
+    *,
+    teacher_fingerprints: list[str],
+    tokenizer_hash: str,
+    data_hash: str,
+    k: int,
+    temperature: float,
+    weights: list[float],
+    mode: str,
+) -> str:
+    """sha256 of a canonical JSON of everything that changes the cached numbers, and `CACHE_FORMAT`.
+
+    Teacher order matters (it pairs each fingerprint with its weight).
+    """
+    if len(weights) != len(teacher_fingerprints):
+        raise ValueError(
+            f"{len(teacher_fingerprints)} teachers but {len(weights)} ensemble weights"
+        )
+    payload = {
+        "format": CACHE_FORMAT,
+        "teachers": list(teacher_fingerprints),
+        "weights": [float(w) for w in weights],
+        "tokenizer": tokenizer_hash,
+        "data": data_hash,
+        "k": int(k),
+        "temperature": float(temperature),
+        "mode": mode,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+
+def index_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every token id fits, else int32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+
+
+def _expected_arrays(
+    n_chunks: int, chunk_len: int, k: int, vocab_size: int
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    return {
+        INDICES_FILE: ((n_chunks, chunk_len, k), index_dtype(vocab_size)),
+        VALUES_FILE: ((n_chunks, chunk_len, k), np.dtype(np.float16)),
+        REST_FILE: ((n_chunks, chunk_len), np.dtype(np.float32)),
+    }
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where a build writes before publishing: a hidden sibling of ``folder``."""
+    return folder.parent / (f".{folder.name}.tmp")
+
+
+def _aside_folder(folder: Path) -> Path:
+    return folder.parent / (f".{folder.name}.old")
+
+
+@dataclass
+class TeacherCache:
+    """An opened, validated cache: three read-only memory maps."""
+
+    folder: Path
+    k: int
+    top_indices: np.ndarray
+    """``[n_chunks, chunk_len, k]`` token ids, uint16 (int32 for vocabularies over 65,536)."""
+    top_log_probs: np.ndarray
+    """``[n_chunks, chunk_len, k]`` float16 log-probabilities at temperature T, descending."""
+    rest_log_prob: np.ndarray
+    """``[n_chunks, chunk_len]`` float32 log of the mass outside the top k (``-inf`` allowed)."""
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.rest_log_prob.shape[0])
+
+    @property
+    def chunk_len(self) -> int:
+        return int(self.rest_log_prob.shape[1])
+
+    @property
+    def bytes_per_token(self) -> float:
+        return float(
+            self.k * (self.top_indices.dtype.itemsize + self.top_log_probs.dtype.itemsize)
+            + self.rest_log_prob.dtype.itemsize
+        )
+
+    def lookup(
+        self, chunk_index: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids int64 ``[B, L, k]``, log-probs float32 ``[B, L, k]``, rest float32 ``[B, L]``) on ``device``.
+
+        ``chunk_index``: a 1-D int64 CPU tensor of chunk indices into the training split.
+        """
+        rows = chunk_index.detach().cpu().numpy().astype(np.int64, copy=False).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_chunks):
+            raise IndexError(
+                f"chunk index out of range 0..{self.n_chunks - 1} of the teacher cache {self.folder}"
+            )
+        ids = torch.from_numpy(np.asarray(self.top_indices[rows], dtype=np.int64))
+        top = torch.from_numpy(np.ascontiguousarray(self.top_log_probs[rows]))
+        rest = torch.from_numpy(np.ascontiguousarray(self.rest_log_prob[rows]))
+        # float16 crosses to the device at half the size and is widened there.
+        return (
+            ids.to(device, non_blocking=True),
+            top.to(device, non_blocking=True).float(),
+            rest.to(device, non_blocking=True),
+        )
+
+
+# --- opening ----------------------------------------------------------------------------------
+
+
+def _npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why ``path`` is not a complete ``.npy`` file of ``shape`` and ``dtype``; None when it is."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(handle)
+            else:
+                header = np.lib.format.read_array_header_2_0(handle)
+            data_offset = handle.tell()
+    except (OSError, ValueError) as error:
+        return f"{path.name} has no valid header ({error})"
+    found_shape, fortran, found_dtype = header
+    if tuple(found_shape) != shape or np.dtype(found_dtype) != dtype or fortran:
+        return f"{path.name} holds {found_dtype} {tuple(found_shape)}, expected {dtype} {shape}"
+    expected = data_offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        return f"{path.name} is {size:,} bytes, expected {expected:,} (truncated or damaged)"
+    return None
+
+
+def _cache_problem(folder: Path, key: str, n_chunks: int, chunk_len: int) -> str | None:
+    """Why the cache in ``folder`` cannot be reused; None when it can."""
+    meta_path = folder / META_FILE
+    if not folder.is_dir():
+        return "no cache yet"
+    if not meta_path.is_file():
+        return "no meta.json (an interrupted build)"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"meta.json cannot be read ({error})"
+    if not isinstance(meta, dict):
+        return "meta.json is not an object"
+    if meta.get("format") != CACHE_FORMAT:
+        return f"format {meta.get('format')}, this tinyminds writes {CACHE_FORMAT}"
+    if meta.get("key") != key:
+        return "built for other teachers, data or settings (key differs)"
+    if meta.get("n_chunks") != n_chunks or meta.get("chunk_len") != chunk_len:
+        return (
+            f"holds {meta.get('n_chunks')} chunks of {meta.get('chunk_len')} tokens, "
+            f"expected {n_chunks} of {chunk_len}"
+        )
+    k, vocab_size = meta.get("k"), meta.get("vocab_size")
+    if not isinstance(k, int) or k < 1 or not isinstance(vocab_size, int) or k > vocab_size:
+        return f"meta.json has k={k!r}, vocab_size={vocab_size!r}"
+    sizes = meta.get("bytes")
+    if not isinstance(sizes, dict):
+        return "meta.json records no file sizes"
+    for name, (shape, dtype) in _expected_arrays(n_chunks, chunk_len, k, vocab_size).items():
+        problem = _npy_problem(folder / name, shape, dtype)
+        if problem is None and sizes.get(name) != (folder / name).stat().st_size:
+            problem = f"{name} is not the size meta.json recorded"
+        if problem:
+            return problem
+    return None
+
+
+def open_cache(folder: Path, key: str, n_chunks: int, chunk_len: int) -> TeacherCache | None:
+    """The complete cache in ``folder`` when it is valid for ``key`` and the shapes, else None.
+
+    Says (`tinyminds.console.info`) why a cache is not reused. See the module docstring for the
+    rules.
+    """
+    folder = Path(folder)
+    problem = _cache_problem(folder, key, n_chunks, chunk_len)
+    if problem is not None:
+        info(f"teacher cache {folder}: {problem}; it will be built")
+        return None
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    return TeacherCache(
+        folder=folder,
+        k=int(meta["k"]),
+        top_indices=np.load(folder / INDICES_FILE, mmap_mode="r"),
+        top_log_probs=np.load(folder / VALUES_FILE, mmap_mode="r"),
+        rest_log_prob=np.load(folder / REST_FILE, mmap_mode="r"),
+    )
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def top_k_buckets(
+    log_probs: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top-k ids, their log-probs, log of the rest) of normalised ``log_probs`` ``[..., V]``.
+
+    The rest is a logsumexp over the entries outside the top k (the top k masked with ``-inf``),
+    which stays accurate when the top k hold nearly all the mass, where ``log1p(-sum(exp(top)))``
+    would cancel; with k = V it is ``-inf``, never NaN.
+    """
+    top, ids = torch.topk(log_probs, k, dim=-1)
+    masked = log_probs.scatter(-1, ids, float("-inf"))
+    return ids, top, torch.logsumexp(masked, dim=-1)
+
+
+def sampled_buckets(
+    log_probs: torch.Tensor, k: int, seeds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(k token ids drawn from each position's distribution, their log-probs, zeros) of ``[B, L, V]``.
+
+    Drawn with replacement, with one generator per chunk seeded by ``seeds[b]``, so that a chunk's
+    samples do not depend on which batch or process computed it. The empirical distribution of the
+    k draws is an unbiased estimate of the teacher's, so the forward-KL gradient read from it is
+    unbiased too, however flat the teacher is (a top-k cache keeps only the head of the
+    distribution). The third array has no meaning here and is zero.
+    """
+    batch, length, _ = log_probs.shape
+    ids = torch.empty(batch, length, k, dtype=torch.long, device=log_probs.device)
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator(device=log_probs.device).manual_seed(seed)
+        ids[row] = torch.multinomial(log_probs[row].exp(), k, replacement=True, generator=generator)
+    return ids, log_probs.gather(-1, ids), log_probs.new_zeros(batch, length)
+
+
+def rank_rows(n_chunks: int, rank: int, world_size: int) -> range:
+    """The contiguous share of chunks that process ``rank`` fills (``np.array_split`` of the chunks)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    base, extra = divmod(n_chunks, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def create_arrays(staging: Path, *, n_chunks: int, chunk_len: int, k: int, vocab_size: int) -> None:
+    """Start a build: an empty ``staging`` folder holding the three arrays at full size."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name, (shape, dtype) in _expected_arrays(n_chunks, chunk_len, k, vocab_size).items():
+        array = np.lib.format.open_memmap(staging / name, mode="w+", dtype=dtype, shape=shape)
+        array.flush()
+        del array
+
+
+def fill_rows(
+    staging: Path,
+    rows: range,
+    *,
+    chunks: np.ndarray,
+    ensemble_log_probs: EnsembleFn,
+    k: int,
+    vocab_size: int,
+    batch_size: int,
+    device: torch.device,
+    selection: str = "topk",
+    seed: int = 0,
+) -> None:
+    """Run the ensemble on ``chunks[rows]`` and write its top-k buckets (or k sampled tokens,
+    ``selection="sample"``, chunk c drawn with seed ``seed + c``) into the staged arrays."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if len(rows) == 0:
+        return
+    indices = np.lib.format.open_memmap(staging / INDICES_FILE, mode="r+")
+    values = np.lib.format.open_memmap(staging / VALUES_FILE, mode="r+")
+    rest = np.lib.format.open_memmap(staging / REST_FILE, mode="r+")
+    chunk_len = int(chunks.shape[1])
+    bar = progress(len(rows) * chunk_len, "teacher cache", unit="tok")
+    try:
+        with torch.inference_mode():
+            for start in range(rows.start, rows.stop, batch_size):
+                stop = min(start + batch_size, rows.stop)
+                input_ids = torch.from_numpy(np.asarray(chunks[start:stop], dtype=np.int64))
+                log_probs = ensemble_log_probs(input_ids.to(device))
+                expected = (stop - start, chunk_len, vocab_size)
+                if tuple(log_probs.shape) != expected:
+                    raise ValueError(
+                        f"ensemble_log_probs returned shape {tuple(log_probs.shape)}, expected {expected}"
+                    )
+                if selection == "sample":
+                    seeds = [seed + row for row in range(start, stop)]
+                    ids, top, remainder = sampled_buckets(log_probs.float(), k, seeds)
+                else:
+                    ids, top, remainder = top_k_buckets(log_probs.float(), k)
+                indices[start:stop] = ids.cpu().numpy().astype(indices.dtype)
+                values[start:stop] = top.half().cpu().numpy()
+                rest[start:stop] = remainder.cpu().numpy()
+                bar.update((stop - start) * chunk_len)
+        for array in (indices, values, rest):
+            array.flush()
+    finally:
+        bar.close()
+        del indices, values, rest
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _publish(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
+    """Write meta.json, flush everything, and rename ``staging`` to ``folder`` (replacing it)."""
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _fsync_folder(staging)
+    aside = _aside_folder(folder)
+    if aside.exists():
+        shutil.rmtree(aside)
+    if folder.exists():
+        os.replace(folder, aside)
+    os.replace(staging, folder)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def build_cache(
+    folder: Path,
+    key: str,
+    *,
+    chunks: np.ndarray,
+    ensemble_log_probs: EnsembleFn,
+    k: int,
+    vocab_size: int,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    selection: str = "topk",
+) -> TeacherCache:
+    """Compute the cache for ``chunks`` with every process's help and publish it into ``folder``.
+
+    Every process calls this with the same arguments (its own ``rank``): rank 0 creates the staged
+    arrays, each rank fills its contiguous share (`rank_rows`), rank 0 writes ``meta.json`` and
+    renames the staging folder into place; ``barrier`` separates the three phases. Returns the
+    opened cache on every rank.
+    """
+    folder = Path(folder)
+    if chunks.ndim != 2:
+        raise ValueError(f"chunks must be [n_chunks, chunk_len], got shape {chunks.shape}")
+    n_chunks, chunk_len = (int(n) for n in chunks.shape)
+    if not 1 <= k <= vocab_size:
+        raise ValueError(f"k must be between 1 and the vocabulary size {vocab_size}, got {k}")
+    staging = staging_folder(folder)
+    started = time.perf_counter()
+    try:
+        if rank == 0:
+            info(
+                f"teacher cache: computing the ensemble's {selection} {k} tokens per position for "
+                f"{n_chunks * chunk_len:,} tokens into {folder}"
+            )
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            create_arrays(
+                staging, n_chunks=n_chunks, chunk_len=chunk_len, k=k, vocab_size=vocab_size
+            )
+        barrier()
+        fill_rows(
+            staging,
+            rank_rows(n_chunks, rank, world_size),
+            chunks=chunks,
+            ensemble_log_probs=ensemble_log_probs,
+            k=k,
+            vocab_size=vocab_size,
+            batch_size=batch_size,
+            device=device,
+            selection=selection,
+            seed=int(key[:8], 16),
+        )
+        barrier()
+        if rank == 0:
+            arrays = _expected_arrays(n_chunks, chunk_len, k, vocab_size)
+            seconds = time.perf_counter() - started
+            meta = {
+                "format": CACHE_FORMAT,
+                "key": key,
+                "k": k,
+                "selection": selection,
+                "n_chunks": n_chunks,
+                "chunk_len": chunk_len,
+                "vocab_size": vocab_size,
+                "shapes": {name: list(shape) for name, (shape, _) in arrays.items()},
+                "dtypes": {name: dtype.name for name, (_, dtype) in arrays.items()},
+                "bytes": {name: (staging / name).stat().st_size for name in arrays},
+                "world_size": world_size,
+                "seconds": round(seconds, 2),
+            }
+            _publish(staging, folder, meta)
+            info(
+                f"teacher cache: {n_chunks * chunk_len:,} tokens in {seconds:.1f} s "
+                f"({n_chunks * chunk_len / max(seconds, 1e-9):,.0f} tok/s), "
+                f"{sum(meta['bytes'].values()) / 1e6:,.1f} MB"
+            )
+    except OSError as error:
+        if rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(
+            f"could not write the teacher cache {folder} ({error.strerror or error})"
+        ) from None
+    barrier()
+    cache = open_cache(folder, key, n_chunks, chunk_len)
+    if cache is None:
+        raise RuntimeError(f"the teacher cache just built in {folder} does not validate")
+    return cache
+
+
+def open_or_build_cache(
+    folder: Path,
+    key: str,
+    *,
+    chunks: np.ndarray,
+    ensemble_log_probs: EnsembleFn,
+    k: int,
+    vocab_size: int,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    selection: str = "topk",
+) -> TeacherCache:
+    """Reuse the cache in ``folder`` when it is valid for ``key``; otherwise build it (replacing it).
+
+    Every process calls this; they all reach the same decision because the folder only changes
+    inside `build_cache`, after a barrier that every process reaches after deciding.
+    """
+    n_chunks, chunk_len = (int(n) for n in chunks.shape)
+    cache = open_cache(Path(folder), key, n_chunks, chunk_len)
+    if cache is not None and cache.k == k:
+        info(f"teacher cache: reusing {folder}")
+        return cache
+    return build_cache(
+        folder,
+        key,
+        chunks=chunks,
+        ensemble_log_probs=ensemble_log_probs,
+        k=k,
+        vocab_size=vocab_size,
+        batch_size=batch_size,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        barrier=barrier,
+        selection=selection,
+    )
