@@ -112,6 +112,32 @@ def timed_seconds(step_ends: list[float], begin: float, warmup: int, steps: int)
     return step_ends[warmup + steps - 1] - start
 
 
+def metrics_step_seconds(run_dir: Path, warmup: int, steps: int, tokens_per_step: int) -> float:
+    """Wall time of steps warmup+1 .. warmup+steps of an engine run logged with ``log_every=1``.
+
+    Each train record of ``metrics.jsonl`` then covers exactly one step, and its ``tokens_per_s``
+    gives that step's time back.
+    """
+    records = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    per_step = {r["step"]: r["tokens_per_s"] for r in records if r.get("kind") == "train"}
+    return sum(tokens_per_step / per_step[s] for s in range(warmup + 1, warmup + steps + 1))
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, versions and platform of this machine (recorded with every result)."""
+    return {
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
 def recipe_config(model: str) -> TrainConfig:
     """The recipe of the same name (lr, warm-up, weight decay, clipping), or the defaults."""
     try:
@@ -202,15 +228,8 @@ def run_tinyminds(
         wandb=False,
     )
     result = train(config)
-    records = [
-        json.loads(line)
-        for line in (result.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    per_step = {r["step"]: r["tokens_per_s"] for r in records if r.get("kind") == "train"}
     tokens_per_step = batch * load_prepared(data_dir).chunk_size
-    timed = [per_step[s] for s in range(warmup + 1, warmup + steps + 1)]
-    seconds = sum(tokens_per_step / rate for rate in timed)
+    seconds = metrics_step_seconds(result.run_dir, warmup, steps, tokens_per_step)
     return {
         "way": "tinyminds engine.train",
         "optimizer": "adamw_torch_fused",
@@ -315,13 +334,7 @@ def main(argv: list[str] | None = None) -> None:
             data_dir, prepare_seconds = extract_and_prepare(args.archive, args.corpus, work)
         data = load_prepared(data_dir)
         result: dict[str, Any] = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine_info(),
             "data": str(args.data) if args.data else "babylm-mini (prepared in a temp folder)",
             "prepare_seconds": prepare_seconds,
             "train_chunks": int(data.chunks("train").shape[0]),

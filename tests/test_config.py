@@ -140,10 +140,17 @@ def test_recipes_command_lists_and_shows() -> None:
 
 
 def test_distill_recipes_and_list_overrides() -> None:
-    config = load_distill_config("distilledgpt-44m", ["teachers=[a/model,b/model]", "teacher_weights=0.3,0.7"])
+    config = load_distill_config(
+        "distilledgpt-44m", ["teachers=[a/model,b/model]", "teacher_weights=0.3,0.7"]
+    )
     assert config.teachers == ["a/model", "b/model"] and config.teacher_weights == [0.3, 0.7]
     paper = load_distill_config("babyllama-58m")
-    assert (paper.model, paper.alpha, paper.temperature, paper.kl_reduction) == ("llama-58m", 0.5, 2.0, "sequence")
+    assert (paper.model, paper.alpha, paper.temperature, paper.kl_reduction) == (
+        "llama-58m",
+        0.5,
+        2.0,
+        "sequence",
+    )
     assert (paper.lr, paper.batch_size, paper.epochs, paper.warmup_steps, paper.weight_decay) == (
         2.5e-4, 32, 6, 200, 0.1,
     )  # fmt: skip

@@ -71,8 +71,11 @@ def student(data: Path, out: Path, teachers: list[str], **changes: object) -> Di
 def test_cached_kd_ends_within_one_percent_of_online_kd(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:
-    online = distill(student(prepared_data, tmp_path / "online", teachers, teacher_cache=False))
-    cached = distill(student(prepared_data, tmp_path / "cached", teachers, cache_k=32))
+    steps = {"max_steps": 80, "log_every": 5}
+    online = distill(
+        student(prepared_data, tmp_path / "online", teachers, teacher_cache=False, **steps)
+    )
+    cached = distill(student(prepared_data, tmp_path / "cached", teachers, cache_k=32, **steps))
     assert abs(cached.best_val_ce - online.best_val_ce) / online.best_val_ce < 0.01
     for run in (tmp_path / "online", tmp_path / "cached"):
         records = read_metrics(run)
@@ -84,9 +87,39 @@ def test_cached_kd_ends_within_one_percent_of_online_kd(
     # The cache lives with the data, keyed by content, and is reused by the next run.
     caches = list((prepared_data / "teacher-cache").iterdir())
     assert len(caches) == 1 and (caches[0] / "meta.json").is_file()
+    assert json.loads((caches[0] / "meta.json").read_text())["selection"] == "topk"
     mtime = (caches[0] / "meta.json").stat().st_mtime_ns
     distill(student(prepared_data, tmp_path / "again", teachers, cache_k=32, max_steps=2))
     assert (caches[0] / "meta.json").stat().st_mtime_ns == mtime
+
+
+def test_sampled_cache_trains_toward_the_teachers(
+    teachers: list[str], prepared_data: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    config = student(
+        prepared_data,
+        tmp_path / "run",
+        teachers,
+        cache_selection="sample",
+        cache_k=16,
+        cache_dir=str(cache),
+    )
+    result = distill(config)
+    assert json.loads((cache / "meta.json").read_text())["selection"] == "sample"
+    kls = [r["kl"] for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert kls[-1] < kls[0]
+    assert result.best_val_ce < 6.5
+    with pytest.raises(UserError, match="kl_direction=reverse cannot be estimated from sampled"):
+        distill(
+            student(
+                prepared_data,
+                tmp_path / "rev",
+                teachers,
+                cache_selection="sample",
+                kl_direction="reverse",
+            )
+        )
 
 
 def test_kd_loss_is_alpha_ce_plus_t2_kl(

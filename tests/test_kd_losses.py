@@ -445,3 +445,33 @@ def test_chunked_dense_kl_without_gradients_and_guards():
     kl.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward called twice"):
         kl.backward()
+
+
+def test_sampled_kl_matches_its_formula_and_the_dense_kl_in_expectation() -> None:
+    from tinyminds.training.objectives.kd_losses import sampled_kl
+
+    generator = torch.Generator().manual_seed(3)
+    vocab, temperature = 7, 2.0
+    teacher = torch.log_softmax(
+        torch.randn(1, 2, vocab, generator=generator, dtype=torch.float64), -1
+    )
+    student = torch.randn(1, 2, vocab, generator=generator, dtype=torch.float64, requires_grad=True)
+    draws = 20_000
+    ids = torch.multinomial(
+        teacher.exp().reshape(-1, vocab), draws, replacement=True, generator=generator
+    )
+    ids = ids.reshape(1, 2, draws)
+    estimate = sampled_kl(ids, teacher.gather(-1, ids), student, temperature)
+    # Exact formula: mean over draws of log p_t(s) - log q_s(s).
+    log_q = torch.log_softmax(student.detach() / temperature, -1)
+    for t in range(2):
+        naive = (
+            sum(float(teacher[0, t, i]) - float(log_q[0, t, i]) for i in ids[0, t].tolist()) / draws
+        )
+        assert float(estimate[0, t].detach()) == pytest.approx(naive, rel=1e-9)
+    # Unbiased: close to the exact KL, and its gradient close to (q_s - p_t) / T.
+    exact = dense_kl(teacher, student, temperature)
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0.05)
+    (gradient,) = torch.autograd.grad(estimate.sum(), student)
+    expected = (torch.softmax(student.detach() / temperature, -1) - teacher.exp()) / temperature
+    torch.testing.assert_close(gradient, expected, atol=0.01, rtol=0.0)

@@ -385,3 +385,17 @@ def test_build_with_two_ranks_and_a_real_barrier(tmp_path: Path) -> None:
         assert np.array_equal(cache.top_log_probs, single.top_log_probs)
         assert np.array_equal(cache.rest_log_prob, single.rest_log_prob)
     assert not staging_folder(folder).exists()
+
+
+def test_sampled_buckets_are_deterministic_per_chunk_and_follow_the_distribution() -> None:
+    from tinyminds.training.teacher_cache import sampled_buckets
+
+    generator = torch.Generator().manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(2, 3, 6, generator=generator), -1)
+    ids, values, rest = sampled_buckets(log_probs, 4000, seeds=[10, 11])
+    again, _, _ = sampled_buckets(log_probs[1:], 4000, seeds=[11])
+    assert torch.equal(ids[1:], again)  # a chunk's draws depend on its seed only
+    torch.testing.assert_close(values, log_probs.gather(-1, ids))
+    assert torch.count_nonzero(rest) == 0
+    frequencies = torch.nn.functional.one_hot(ids, 6).float().mean(-2)
+    torch.testing.assert_close(frequencies, log_probs.exp(), atol=0.03, rtol=0.0)

@@ -474,7 +474,7 @@ def build_cache(
             batch_size=batch_size,
             device=device,
             selection=selection,
-            seed=int(key[:8], 16),
+            seed=int(hashlib.sha256(key.encode()).hexdigest()[:8], 16),
         )
         barrier()
         if rank == 0:
