@@ -6,8 +6,8 @@ teachers run online, with the top-k teacher cache, and with the sampled teacher 
 students' validation CE side by side (the issue's criterion: cached within 1% of online), the cache
 build time, its size per million tokens, and student tokens/s.
 
-Run:  python benchmarks/kd_cache_vs_online.py [--steps 600] [--model gpt2-tiny] [--k 32]
-      [--data PREPARED_DIR] [--json PATH]     (about 15 minutes on 2 CPU cores with the defaults)
+Run:  python benchmarks/kd_cache_vs_online.py [--steps 300] [--model gpt2-tiny] [--k 32]
+      [--data PREPARED_DIR] [--json PATH]     (about 45 minutes on 2 CPU cores with the defaults: online KD at a 16,000-token vocabulary runs at ~1,700 student tokens/s there; meant for a GPU or a long CPU run)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "baby
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every run")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps of every run")
     parser.add_argument("--batch", type=int, default=32, help="chunks per step")
     parser.add_argument(
         "--teachers", default="gpt2-tiny,llama-tiny", help="zoo names of the teachers"

@@ -44,6 +44,13 @@ def load_teacher(folder: Path, data: PreparedData, student: str) -> nn.Module:
             f"teacher {folder} has a vocabulary of {vocab} tokens but student {student} has "
             f"{data.vocab_size} (the data's tokenizer)"
         )
+    # AutoModelForCausalLM would happily turn a masked LM (ELECTRA, BERT) into a decoder with a
+    # warning; the architecture the folder was saved as says what it really is.
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise UserError(
+            f"teacher {folder} is not a causal language model (saved as {', '.join(architectures)})"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder))
     except (OSError, ValueError) as error:

@@ -60,11 +60,10 @@ class DistillationObjective:
         self.amp_dtype: torch.dtype | None = None
 
     def setup(self, context: SetupContext) -> None:
-        """Teachers to the device (bf16 weights on a GPU), then open or build the teacher cache."""
+        """Teachers to the device (in the run's half precision on a GPU: they are never trained),
+        then open or build the teacher cache."""
         self.amp_dtype = context.amp_dtype
-        teacher_dtype = (
-            torch.bfloat16 if context.device.type == "cuda" and context.amp_dtype else None
-        )
+        teacher_dtype = context.amp_dtype if context.device.type == "cuda" else None
         for teacher in self.teachers:
             teacher.to(device=context.device, dtype=teacher_dtype)
         if not self.config.teacher_cache:
