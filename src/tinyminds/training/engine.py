@@ -137,10 +137,12 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: bool) -> bool:
-    """Refuse to overwrite a started run unless resuming it with the same config.
+def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> bool:
+    """Refuse to overwrite a started run unless resuming it with the same config (reads only).
 
     Returns True when this continues an earlier run (``resume`` and a saved config of the same run).
+    Every process checks before any of them writes (see `_train`), so that under torchrun no
+    process mistakes the config that the main process has just written for an earlier run.
     """
     saved = run_dir / "config.yaml"
     if resume and saved.is_file():
@@ -157,9 +159,6 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, is_main: 
             f"run folder {run_dir} already holds a run; pass --resume to continue it, "
             "or choose another out=..."
         )
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
     return False
 
 
@@ -220,7 +219,13 @@ def _train(
     device = resolve_device(config.device, context)
     amp_dtype = resolve_precision(config.precision, device)
     run_dir = Path(config.out or f"runs/{config.recipe or config.model}")
-    continuing = _prepare_run_dir(run_dir, config, resume, context.is_main)
+    continuing = _check_run_dir(run_dir, config, resume)
+    context.barrier()
+    if context.is_main and not continuing:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8"
+        )
     context.barrier()
 
     # --- data: batch geometry, validation subset ------------------------------------------------
