@@ -413,7 +413,9 @@ def report(result: dict[str, Any]) -> str:
         f"Distillation step of the DistilledGPT-44M setup: student {result['student']}, teachers "
         f"{' + '.join(result['teachers'])}, vocabulary {result['vocab_size']:,}, batch "
         f"{result['batch']} x {result['chunk_size']} tokens, {result['timed_steps']} timed steps "
-        f"after {result['warmup_steps']} warm-up steps, {result['train_chunks']:,} training "
+        f"after {result['warmup_steps']} warm-up steps"
+        + (f", best of {result['repeat']} rounds" if result["repeat"] > 1 else "")
+        + f", {result['train_chunks']:,} training "
         f"chunks; {where}, torch {m['torch']}",
         "",
         markdown_table(
@@ -525,6 +527,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile", action="store_true", help="compile=true for the tinyminds runs (b) and (c)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of all ways; each keeps its best (default 1)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--student", default=STUDENT, help="zoo name of the student")
     parser.add_argument("--teachers", default=TEACHERS, help="zoo names, comma-separated")
@@ -549,8 +554,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.device = "cuda" if args.gpu or torch.cuda.is_available() else "cpu"
     if args.gpu and args.device != "cuda":
         parser.error("--gpu needs --device cuda (or auto)")
-    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
-        parser.error("--batch and --steps must be at least 1, --warmup at least 0")
+    if args.batch < 1 or args.steps < 1 or args.warmup < 0 or args.repeat < 1:
+        parser.error("--batch, --steps and --repeat must be at least 1, --warmup at least 0")
     if not 0.0 < args.train_fraction <= 1.0:
         parser.error("--train-fraction must be in (0, 1]")
     for name in [args.student, *args.teachers.split(",")]:
@@ -591,36 +596,62 @@ def main(argv: list[str] | None = None) -> None:
             )
         recipe = dataclasses.replace(load_distill_config(RECIPE), model=args.student)
         teacher_dirs = save_teachers(teacher_names, data_dir, work, recipe.seed)
-        common = {
-            "batch": args.batch,
-            "max_steps": total_steps,
-            "cache_dir": work / "teacher-cache",
-            "device": args.device,
-            "compile_model": args.compile,
-        }
-
-        rows = {
-            "a": run_babyllama(
-                recipe, teacher_dirs, data_dir, work, args.batch, args.warmup, args.steps, gpu
-            )
-        }
         cached = tinyminds_config(
-            recipe, teacher_dirs, data_dir, work / "tinyminds-cache", cache=True, **common
+            recipe,
+            teacher_dirs,
+            data_dir,
+            work / "cache-build",
+            batch=args.batch,
+            max_steps=total_steps,
+            cache=True,
+            cache_dir=work / "teacher-cache",
+            device=args.device,
+            compile_model=args.compile,
         )
-        cache = build_cache(dataclasses.replace(cached, out=str(work / "tinyminds-cache-build")))
+        cache = build_cache(cached)
         meta_path = Path(cached.cache_dir) / META_FILE
         meta_stamp = meta_path.stat().st_mtime_ns
-        online = tinyminds_config(
-            recipe, teacher_dirs, data_dir, work / "tinyminds-online", cache=False, **common
-        )
-        rows["b"] = run_tinyminds(online, args.warmup, args.steps, "b")
-        rows["c"] = run_tinyminds(cached, args.warmup, args.steps, "c")
-        floor = dataclasses.replace(online, out=str(work / "tinyminds-floor"))
-        rows["floor"] = run_tinyminds(floor, args.warmup, args.steps, "floor")
+        online = dataclasses.replace(cached, teacher_cache=False)
+
+        # Every round runs the four ways one after the other; each way keeps its best round.
+        rows: dict[str, dict[str, Any]] = {}
+        for r in range(args.repeat):
+            measured = {
+                "a": run_babyllama(
+                    recipe,
+                    teacher_dirs,
+                    data_dir,
+                    work / f"round{r}",
+                    args.batch,
+                    args.warmup,
+                    args.steps,
+                    gpu,
+                ),
+                "b": run_tinyminds(
+                    dataclasses.replace(online, out=str(work / f"round{r}" / "online")),
+                    args.warmup,
+                    args.steps,
+                    "b",
+                ),
+                "c": run_tinyminds(
+                    dataclasses.replace(cached, out=str(work / f"round{r}" / "cache")),
+                    args.warmup,
+                    args.steps,
+                    "c",
+                ),
+                "floor": run_tinyminds(
+                    dataclasses.replace(online, out=str(work / f"round{r}" / "floor")),
+                    args.warmup,
+                    args.steps,
+                    "floor",
+                ),
+            }
+            for way, row in measured.items():
+                best = rows.setdefault(way, {**row, "seconds_all_rounds": []})
+                best["seconds_all_rounds"].append(row["seconds"])
+                best["seconds"] = min(best["seconds_all_rounds"])
         if meta_path.stat().st_mtime_ns != meta_stamp:
-            raise RuntimeError(
-                "the timed cached run rebuilt the teacher cache instead of reusing it"
-            )
+            raise RuntimeError("a timed cached run rebuilt the teacher cache instead of reusing it")
 
         tokens_per_step = args.batch * data.chunk_size
         for row in rows.values():
@@ -647,6 +678,7 @@ def main(argv: list[str] | None = None) -> None:
             "chunk_size": data.chunk_size,
             "warmup_steps": args.warmup,
             "timed_steps": args.steps,
+            "repeat": args.repeat,
             "compile": args.compile,
             "loss": {
                 "alpha": recipe.alpha,

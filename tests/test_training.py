@@ -118,7 +118,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(
     # Kill mid-way through the second epoch, past a checkpoint, while the process is still running.
     while time.monotonic() < deadline:
         done = train_losses(out) if (out / "metrics.jsonl").exists() else {}
-        if max(done, default=0) >= 70:
+        if max(done, default=0) >= 50:  # inside the second epoch (48 steps each), far from the end
             break
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         time.sleep(0.02)
