@@ -43,16 +43,20 @@ GPU the precisions differ by design: each side runs as its users run it (BabyLla
 tinyminds: bf16).
 
 The teacher cache covers the whole training split, so on the CPU the default uses the first 1% of
-the lines of every babylm-mini file (``--train-fraction 0.01``: ~380 chunks, ~30 s of teacher
+the lines of every babylm-mini file (``--train-fraction 0.01``: 406 chunks, ~35 s of teacher
 forwards), tokenized with the 16,000-token tokenizer trained on all of babylm-mini; all three ways
 use that same prepared folder. The step time does not depend on how many chunks there are.
 
-Run it:  python benchmarks/bench_distill.py [--batch 8] [--steps 6] [--warmup 2]
+A fourth row, the student alone (the engine with its plain CE objective, no teachers), shows the
+floor of any distillation step. ``--repeat R`` runs all ways R times and keeps each one's best.
+
+Run it:  python benchmarks/bench_distill.py [--batch 8] [--steps 6] [--warmup 2] [--repeat 1]
          [--train-fraction 0.01] [--data PREPARED_DIR | --corpus DIR] [--compile]
          [--out-table PATH] [--json PATH] [--dry-run]
          python benchmarks/bench_distill.py --gpu [--compile] --out-table results.md
-(CPU defaults: about 4 minutes on 2 cores, ~25 s of which prepare babylm-mini; ``--gpu``: batch
-32, 200 timed steps after 30, all of babylm-mini, for one H100 in under 5 minutes.)
+(CPU defaults: about 2 minutes on 2 idle cores, ~30 s of which prepare babylm-mini and ~35 s
+build the cache; ``--repeat 2`` about 3 minutes. ``--gpu``: batch 32, 200 timed steps after 30,
+all of babylm-mini, sized for one H100 in under 5 minutes; not run yet.)
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ CACHE_K = 32
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized for the 2-core CPU: a few minutes in all.
     "cpu": {"batch": 8, "steps": 6, "warmup": 2, "train_fraction": 0.01},
-    # One H100 in under 5 minutes, compile included.
+    # Sized for one H100 in under 5 minutes, with or without --compile (not run yet).
     "gpu": {"batch": 32, "steps": 200, "warmup": 30, "train_fraction": 1.0},
 }
 
