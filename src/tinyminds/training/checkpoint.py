@@ -25,7 +25,8 @@ from tinyminds.errors import UserError
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Flush every file of ``folder`` and the folder entry itself to disk (before a rename)."""
     for path in folder.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -82,7 +83,7 @@ def publish(checkpoints: Path, step: int, state: dict[str, Any], keep: int) -> P
     final = checkpoints / f"step-{step:08d}"
     try:
         torch.save(state, staging / "state.pt")
-        _fsync_folder(staging)
+        fsync_folder(staging)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)

@@ -48,6 +48,7 @@ import torch
 
 from tinyminds.console import info, progress
 from tinyminds.errors import UserError
+from tinyminds.training.checkpoint import fsync_folder
 
 CACHE_FORMAT = 1
 
@@ -399,21 +400,10 @@ def fill_rows(
         del indices, values, rest
 
 
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _publish(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
     """Write meta.json, flush everything, and rename ``staging`` to ``folder`` (replacing it)."""
     (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    _fsync_folder(staging)
+    fsync_folder(staging)
     aside = _aside_folder(folder)
     if aside.exists():
         shutil.rmtree(aside)
