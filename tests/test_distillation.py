@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinyminds.data.prepare import PrepareOptions, prepare
@@ -181,6 +182,9 @@ def test_stale_or_truncated_cache_is_rebuilt(
         cache_dir=str(tmp_path / "cache"),
     )
     distill(config)
+    # Two steps of 16 chunks: the cache computed those 32 chunks and no others.
+    filled = np.load(tmp_path / "cache" / "filled.npy")
+    assert int(filled.sum()) == 2 * STUDENT_SETTINGS["batch_size"] < len(filled)
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     values = next((tmp_path / "cache").glob("*log_prob*.npy"))
     full_size = values.stat().st_size
@@ -196,6 +200,19 @@ def test_stale_or_truncated_cache_is_rebuilt(
         )
     )
     assert values.stat().st_size == full_size  # rebuilt, never read half
+    assert json.loads((tmp_path / "cache" / "meta.json").read_text())["key"] == meta["key"]
+    # A longer run adds the chunks its extra steps read to the same cache.
+    distill(
+        student(
+            prepared_data,
+            tmp_path / "longer",
+            teachers,
+            cache_k=8,
+            max_steps=3,
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
+    assert int(np.load(tmp_path / "cache" / "filled.npy").sum()) == 3 * STUDENT_SETTINGS["batch_size"]
     assert json.loads((tmp_path / "cache" / "meta.json").read_text())["key"] == meta["key"]
     # Other teacher weights make another key: the old cache is not read.
     distill(

@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 import torch
 
+from tinyminds.data.chunks import chunks_read, epoch_permutation
 from tinyminds.training.teacher_cache import (
+    FILLED_FILE,
     INDICES_FILE,
     META_FILE,
     REST_FILE,
     VALUES_FILE,
+    CacheJob,
     TeacherCache,
     build_cache,
     cache_key,
@@ -30,7 +33,7 @@ from tinyminds.training.teacher_cache import (
     model_fingerprint,
     open_cache,
     open_or_build_cache,
-    rank_rows,
+    rank_share,
     staging_folder,
     top_k_buckets,
 )
@@ -133,6 +136,7 @@ def test_bytes_per_token() -> None:
             top_indices=np.zeros((1, 1, k), id_dtype),
             top_log_probs=np.zeros((1, 1, k), np.float16),
             rest_log_prob=np.zeros((1, 1), np.float32),
+            filled=np.ones(1, np.bool_),
         )
 
     assert cache(32, np.uint16).bytes_per_token == 132  # 4k + 4
@@ -150,14 +154,16 @@ def test_large_vocabulary_stores_int32_ids(tmp_path: Path) -> None:
         return torch.log_softmax(logits, -1)
 
     cache = build_cache(
-        tmp_path / "cache",
-        "k",
-        chunks=chunks,
-        ensemble_log_probs=ensemble,
-        k=2,
-        vocab_size=vocab,
-        batch_size=1,
-        device=CPU,
+        CacheJob(
+            tmp_path / "cache",
+            "k",
+            chunks=chunks,
+            ensemble_log_probs=ensemble,
+            k=2,
+            vocab_size=vocab,
+            batch_size=1,
+            device=CPU,
+        )
     )
     assert cache.top_indices.dtype == np.int32
     ids, _, _ = cache.lookup(torch.tensor([0]), CPU)
@@ -195,7 +201,7 @@ def test_other_key_is_stale_and_rebuilt(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # no staging or old folder left
 
 
-@pytest.mark.parametrize("name", [INDICES_FILE, VALUES_FILE, REST_FILE])
+@pytest.mark.parametrize("name", [INDICES_FILE, VALUES_FILE, REST_FILE, FILLED_FILE])
 def test_truncated_array_is_detected_and_rebuilt(tmp_path: Path, name: str) -> None:
     folder = tmp_path / "cache"
     _build(folder)
@@ -310,11 +316,12 @@ def test_cache_key_changes_with_each_ingredient() -> None:
 # --- several processes ------------------------------------------------------------------------
 
 
-def test_rank_rows_match_array_split() -> None:
+def test_rank_shares_are_contiguous_and_cover_the_rows_once() -> None:
     for n, world in [(11, 2), (11, 3), (2, 4), (0, 2), (128, 8)]:
-        split = np.array_split(np.arange(n), world)
-        for rank in range(world):
-            assert list(rank_rows(n, rank, world)) == split[rank].tolist()
+        rows = np.arange(0, 3 * n, 3)
+        shares = [rank_share(rows, rank, world) for rank in range(world)]
+        assert np.array_equal(np.concatenate(shares), rows)
+        assert max(len(a) for a in shares) - min(len(a) for a in shares) <= 1
 
 
 def test_two_shares_filled_separately_equal_one_process(tmp_path: Path) -> None:
@@ -326,7 +333,7 @@ def test_two_shares_filled_separately_equal_one_process(tmp_path: Path) -> None:
     for rank in (1, 0):
         fill_rows(
             staging,
-            rank_rows(N_CHUNKS, rank, 2),
+            rank_share(np.arange(N_CHUNKS), rank, 2),
             chunks=chunks,
             ensemble_log_probs=FakeEnsemble(),
             k=8,
@@ -399,3 +406,78 @@ def test_sampled_buckets_are_deterministic_per_chunk_and_follow_the_distribution
     assert torch.count_nonzero(rest) == 0
     frequencies = torch.nn.functional.one_hot(ids, 6).float().mean(-2)
     torch.testing.assert_close(frequencies, log_probs.exp(), atol=0.03, rtol=0.0)
+
+
+# --- only the chunks a run reads ----------------------------------------------------------------
+
+
+def test_only_the_chunks_asked_for_are_computed_and_others_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    ensemble = FakeEnsemble()
+    cache = _build(folder, ensemble_log_probs=ensemble, batch_size=1, rows=np.array([7, 2, 7]))
+    assert ensemble.calls == 2  # chunks 2 and 7, one per batch
+    assert np.flatnonzero(cache.filled).tolist() == [2, 7]
+    full = _build(tmp_path / "full")
+    ids, top, rest = cache.lookup(torch.tensor([7, 2]), CPU)
+    want_ids, want_top, want_rest = full.lookup(torch.tensor([7, 2]), CPU)
+    assert (
+        torch.equal(ids, want_ids) and torch.equal(top, want_top) and torch.equal(rest, want_rest)
+    )
+    # A chunk never computed is an error, not a row of zeros.
+    with pytest.raises(RuntimeError, match="chunk 3 is not in the teacher cache"):
+        cache.lookup(torch.tensor([2, 3]), CPU)
+
+
+def test_a_later_run_adds_only_the_missing_chunks_in_place(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    _build(folder, rows=np.array([0, 1, 2]))
+    meta_before = (folder / META_FILE).read_bytes()
+    ensemble = FakeEnsemble()
+    cache = _build(folder, ensemble_log_probs=ensemble, batch_size=1, rows=np.array([1, 2, 5, 9]))
+    assert ensemble.calls == 2  # 5 and 9 only
+    assert np.flatnonzero(cache.filled).tolist() == [0, 1, 2, 5, 9]
+    assert (folder / META_FILE).read_bytes() == meta_before  # the same cache, grown
+    full = _build(tmp_path / "full")
+    rows = torch.tensor([0, 1, 2, 5, 9])
+    for got, want in zip(cache.lookup(rows, CPU), full.lookup(rows, CPU), strict=True):
+        assert torch.equal(got, want)
+    # Everything asked for is there now: nothing runs.
+    ensemble = FakeEnsemble()
+    _build(folder, ensemble_log_probs=ensemble, rows=np.array([9, 0]))
+    assert ensemble.calls == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_process_killed_while_adding_chunks_leaves_them_unmarked(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    _build(folder, rows=np.array([0, 1]))
+
+    class DiesOnSecondBatch(FakeEnsemble):
+        def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+            if self.calls == 1:
+                raise KeyboardInterrupt  # stands for kill -9 mid-way through the added rows
+            return super().__call__(input_ids)
+
+    with pytest.raises(KeyboardInterrupt):
+        _build(folder, ensemble_log_probs=DiesOnSecondBatch(), batch_size=1, rows=np.arange(5))
+    cache = open_cache(folder, "key-a", N_CHUNKS, CHUNK_LEN)
+    assert cache is not None and np.flatnonzero(cache.filled).tolist() == [0, 1]
+    ensemble = FakeEnsemble()
+    cache = _build(folder, ensemble_log_probs=ensemble, batch_size=1, rows=np.arange(5))
+    assert ensemble.calls == 3
+    full = _build(tmp_path / "full")
+    for got, want in zip(
+        cache.lookup(torch.arange(5), CPU), full.lookup(torch.arange(5), CPU), strict=True
+    ):
+        assert torch.equal(got, want)
+
+
+def test_chunks_read_follow_the_engine_order() -> None:
+    n, seed, per_step, steps_per_epoch = 50, 3, 8, 6  # 48 of 50 chunks per epoch
+    first_two_steps = chunks_read(n, seed, per_step, steps_per_epoch, total_steps=2)
+    assert first_two_steps.tolist() == sorted(epoch_permutation(n, seed, 0)[:16].tolist())
+    one_epoch_and_a_step = chunks_read(n, seed, per_step, steps_per_epoch, total_steps=7)
+    want = set(epoch_permutation(n, seed, 0)[:48].tolist()) | set(
+        epoch_permutation(n, seed, 1)[:8].tolist()
+    )
+    assert one_epoch_and_a_step.tolist() == sorted(want)

@@ -78,6 +78,22 @@ def epoch_permutation(n_chunks: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n_chunks)
 
 
+def chunks_read(
+    n_chunks: int, seed: int, chunks_per_step: int, steps_per_epoch: int, total_steps: int
+) -> np.ndarray:
+    """Sorted indices of every training chunk that ``total_steps`` optimizer steps read.
+
+    Epoch e reads the first ``steps * chunks_per_step`` chunks of `epoch_permutation` (the engine
+    drops the remainder of each epoch); a run stopped by ``max_steps`` reads only part of the last
+    epoch. What a teacher cache must hold for the run, and no more.
+    """
+    parts = [np.empty(0, dtype=np.int64)]
+    for epoch in range(-(-total_steps // steps_per_epoch)):
+        steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        parts.append(epoch_permutation(n_chunks, seed, epoch)[: steps * chunks_per_step])
+    return np.unique(np.concatenate(parts))
+
+
 def validation_subset(n_chunks: int, size: int, seed: int) -> np.ndarray:
     """Sorted indices of a fixed, seeded subset of ``size`` dev chunks (all of them when fewer)."""
     if size <= 0 or size >= n_chunks:

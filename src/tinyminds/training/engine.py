@@ -35,7 +35,13 @@ from transformers.utils import logging as hf_logging
 from tinyminds import __version__
 from tinyminds.config import from_dict, to_dict
 from tinyminds.console import info, progress
-from tinyminds.data.chunks import PreparedData, epoch_permutation, load_prepared, validation_subset
+from tinyminds.data.chunks import (
+    PreparedData,
+    chunks_read,
+    epoch_permutation,
+    load_prepared,
+    validation_subset,
+)
 from tinyminds.data.tokenizer import load_tokenizer, tokenizer_hash
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
@@ -262,6 +268,9 @@ def _train(
                 barrier=context.barrier,
                 data=data,
                 run_dir=run_dir,
+                train_rows=chunks_read(
+                    len(train_chunks), config.seed, batch * accum, steps_per_epoch, total_steps
+                ),
             )
         )
     trainable: list[nn.Module] = [model]

@@ -10,12 +10,19 @@ log-probabilities at temperature T, and the log of the mass left outside them. T
 (k tokens and "everything else") form a proper distribution (their probabilities sum to 1, up to
 the float16 rounding of the top-k values).
 
-Layout: a folder holding three ``.npy`` files, memory-mapped when read, and ``meta.json``:
+Only the chunks a run reads are computed: a run stopped by ``max_steps`` after a third of an epoch
+costs a third of the full build. The arrays always have room for every chunk (a file of zeros
+never written takes no disk space on the usual filesystems) and ``filled.npy`` says which chunks
+hold numbers; a later run that reads other chunks (more steps, another seed) computes only those
+and adds them, and a lookup of a chunk that is not filled is an error, never a read of zeros.
+
+Layout: a folder holding four ``.npy`` files, memory-mapped when read, and ``meta.json``:
 
 - ``top_indices.npy``   ``[n_chunks, chunk_len, k]`` uint16 (int32 when the vocabulary exceeds 65,536)
 - ``top_log_probs.npy`` ``[n_chunks, chunk_len, k]`` float16, sorted from most to least probable
 - ``rest_log_prob.npy`` ``[n_chunks, chunk_len]`` float32, log of the remaining mass (``-inf`` when
   the top-k hold all of it, e.g. k = V)
+- ``filled.npy``        ``[n_chunks]`` bool, the chunks computed so far
 
 Bytes per token: ``k * (id_bytes + 2) + 4``, i.e. ``4k + 4`` with uint16 ids (k = 32: 132 bytes;
 the ~13M tokens of BabyLM 10M take about 1.7 GB).
@@ -27,7 +34,9 @@ size its header and shape imply (a truncated file is detected). Anything else --
 ``meta.json``, another key, a short file -- is rebuilt, never read. A build writes into a hidden
 staging folder beside the cache and renames it into place only when every array is filled and
 flushed and ``meta.json`` written, so a process killed mid-build leaves no cache that looks
-complete. The cache folder must be on a filesystem every process of a distributed run shares.
+complete. Adding chunks to a published cache writes their rows in place and only then replaces
+``filled.npy`` (written beside it and renamed), so a process killed while adding leaves those rows
+unmarked, and they are computed again next time. The cache folder must be on a filesystem every process of a distributed run shares.
 """
 
 from __future__ import annotations
@@ -50,11 +59,12 @@ from tinyminds.console import info, progress
 from tinyminds.errors import UserError
 from tinyminds.training.checkpoint import fsync_folder
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 INDICES_FILE = "top_indices.npy"
 VALUES_FILE = "top_log_probs.npy"
 REST_FILE = "rest_log_prob.npy"
+FILLED_FILE = "filled.npy"
 META_FILE = "meta.json"
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -169,6 +179,8 @@ class TeacherCache:
     """``[n_chunks, chunk_len, k]`` float16 log-probabilities at temperature T, descending."""
     rest_log_prob: np.ndarray
     """``[n_chunks, chunk_len]`` float32 log of the mass outside the top k (``-inf`` allowed)."""
+    filled: np.ndarray
+    """``[n_chunks]`` bool: which chunks hold numbers (in memory)."""
 
     @property
     def n_chunks(self) -> int:
@@ -196,6 +208,12 @@ class TeacherCache:
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_chunks):
             raise IndexError(
                 f"chunk index out of range 0..{self.n_chunks - 1} of the teacher cache {self.folder}"
+            )
+        if not self.filled[rows].all():
+            missing = rows[~self.filled[rows]]
+            raise RuntimeError(
+                f"chunk {int(missing[0])} is not in the teacher cache {self.folder} "
+                f"(it holds {int(self.filled.sum()):,} of {self.n_chunks:,} chunks)"
             )
         ids = torch.from_numpy(np.asarray(self.top_indices[rows], dtype=np.int64))
         top = torch.from_numpy(np.ascontiguousarray(self.top_log_probs[rows]))
@@ -269,7 +287,7 @@ def _cache_problem(folder: Path, key: str, n_chunks: int, chunk_len: int) -> str
             problem = f"{name} is not the size meta.json recorded"
         if problem:
             return problem
-    return None
+    return _npy_problem(folder / FILLED_FILE, (n_chunks,), np.dtype(np.bool_))
 
 
 def open_cache(folder: Path, key: str, n_chunks: int, chunk_len: int) -> TeacherCache | None:
@@ -290,6 +308,7 @@ def open_cache(folder: Path, key: str, n_chunks: int, chunk_len: int) -> Teacher
         top_indices=np.load(folder / INDICES_FILE, mmap_mode="r"),
         top_log_probs=np.load(folder / VALUES_FILE, mmap_mode="r"),
         rest_log_prob=np.load(folder / REST_FILE, mmap_mode="r"),
+        filled=np.load(folder / FILLED_FILE),
     )
 
 
@@ -329,13 +348,11 @@ def sampled_buckets(
     return ids, log_probs.gather(-1, ids), log_probs.new_zeros(batch, length)
 
 
-def rank_rows(n_chunks: int, rank: int, world_size: int) -> range:
-    """The contiguous share of chunks that process ``rank`` fills (``np.array_split`` of the chunks)."""
+def rank_share(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The contiguous share of ``rows`` that process ``rank`` fills (``np.array_split``)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
-    base, extra = divmod(n_chunks, world_size)
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (1 if rank < extra else 0))
+    return np.array_split(np.asarray(rows, dtype=np.int64), world_size)[rank]
 
 
 def create_arrays(staging: Path, *, n_chunks: int, chunk_len: int, k: int, vocab_size: int) -> None:
@@ -350,8 +367,8 @@ def create_arrays(staging: Path, *, n_chunks: int, chunk_len: int, k: int, vocab
 
 
 def fill_rows(
-    staging: Path,
-    rows: range,
+    folder: Path,
+    rows: np.ndarray,
     *,
     chunks: np.ndarray,
     ensemble_log_probs: EnsembleFn,
@@ -363,41 +380,56 @@ def fill_rows(
     seed: int = 0,
 ) -> None:
     """Run the ensemble on ``chunks[rows]`` and write its top-k buckets (or k sampled tokens,
-    ``selection="sample"``, chunk c drawn with seed ``seed + c``) into the staged arrays."""
+    ``selection="sample"``, chunk c drawn with seed ``seed + c``) into the arrays in ``folder``.
+
+    ``rows``: sorted chunk indices; neighbours are computed together so that writes stay local.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if len(rows) == 0:
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
         return
-    indices = np.lib.format.open_memmap(staging / INDICES_FILE, mode="r+")
-    values = np.lib.format.open_memmap(staging / VALUES_FILE, mode="r+")
-    rest = np.lib.format.open_memmap(staging / REST_FILE, mode="r+")
+    indices = np.lib.format.open_memmap(folder / INDICES_FILE, mode="r+")
+    values = np.lib.format.open_memmap(folder / VALUES_FILE, mode="r+")
+    rest = np.lib.format.open_memmap(folder / REST_FILE, mode="r+")
     chunk_len = int(chunks.shape[1])
-    bar = progress(len(rows) * chunk_len, "teacher cache", unit="tok")
+    bar = progress(rows.size * chunk_len, "teacher cache", unit="tok")
     try:
         with torch.inference_mode():
-            for start in range(rows.start, rows.stop, batch_size):
-                stop = min(start + batch_size, rows.stop)
-                input_ids = torch.from_numpy(np.asarray(chunks[start:stop], dtype=np.int64))
+            for start in range(0, rows.size, batch_size):
+                batch_rows = rows[start : start + batch_size]
+                input_ids = torch.from_numpy(np.asarray(chunks[batch_rows], dtype=np.int64))
                 log_probs = ensemble_log_probs(input_ids.to(device))
-                expected = (stop - start, chunk_len, vocab_size)
+                expected = (batch_rows.size, chunk_len, vocab_size)
                 if tuple(log_probs.shape) != expected:
                     raise ValueError(
                         f"ensemble_log_probs returned shape {tuple(log_probs.shape)}, expected {expected}"
                     )
                 if selection == "sample":
-                    seeds = [seed + row for row in range(start, stop)]
+                    seeds = [seed + int(row) for row in batch_rows]
                     ids, top, remainder = sampled_buckets(log_probs.float(), k, seeds)
                 else:
                     ids, top, remainder = top_k_buckets(log_probs.float(), k)
-                indices[start:stop] = ids.cpu().numpy().astype(indices.dtype)
-                values[start:stop] = top.half().cpu().numpy()
-                rest[start:stop] = remainder.cpu().numpy()
-                bar.update((stop - start) * chunk_len)
+                indices[batch_rows] = ids.cpu().numpy().astype(indices.dtype)
+                values[batch_rows] = top.half().cpu().numpy()
+                rest[batch_rows] = remainder.cpu().numpy()
+                bar.update(batch_rows.size * chunk_len)
         for array in (indices, values, rest):
             array.flush()
     finally:
         bar.close()
         del indices, values, rest
+
+
+def _write_filled(folder: Path, filled: np.ndarray) -> None:
+    """Replace ``filled.npy`` in ``folder`` atomically (written beside it, flushed, renamed)."""
+    partial = folder / f".{FILLED_FILE}.tmp"
+    with partial.open("wb") as handle:
+        np.save(handle, filled.astype(np.bool_))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, folder / FILLED_FILE)
+    fsync_folder(folder)
 
 
 def _publish(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
@@ -413,93 +445,159 @@ def _publish(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def build_cache(
-    folder: Path,
-    key: str,
-    *,
-    chunks: np.ndarray,
-    ensemble_log_probs: EnsembleFn,
-    k: int,
-    vocab_size: int,
-    batch_size: int,
-    device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] = lambda: None,
-    selection: str = "topk",
-) -> TeacherCache:
-    """Compute the cache for ``chunks`` with every process's help and publish it into ``folder``.
+@dataclass(frozen=True)
+class CacheJob:
+    """Everything a build or an extension of a cache needs; every process holds an equal one."""
 
-    Every process calls this with the same arguments (its own ``rank``): rank 0 creates the staged
-    arrays, each rank fills its contiguous share (`rank_rows`), rank 0 writes ``meta.json`` and
-    renames the staging folder into place; ``barrier`` separates the three phases. Returns the
-    opened cache on every rank.
+    folder: Path
+    key: str
+    chunks: np.ndarray
+    """``[n_chunks, chunk_len]`` token ids of the training split."""
+    ensemble_log_probs: EnsembleFn
+    """Token ids ``[B, L]`` on ``device`` -> the ensemble's log-probabilities ``[B, L, V]``."""
+    k: int
+    vocab_size: int
+    batch_size: int
+    device: torch.device
+    selection: str = "topk"
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+    @property
+    def seed(self) -> int:
+        """Seed of the sampled selection: chunk c draws with ``seed + c``, a function of the key."""
+        return int(hashlib.sha256(self.key.encode()).hexdigest()[:8], 16)
+
+    def fill(self, folder: Path, rows: np.ndarray) -> None:
+        """This process's share of ``rows``, computed into the arrays in ``folder``."""
+        fill_rows(
+            folder,
+            rank_share(rows, self.rank, self.world_size),
+            chunks=self.chunks,
+            ensemble_log_probs=self.ensemble_log_probs,
+            k=self.k,
+            vocab_size=self.vocab_size,
+            batch_size=self.batch_size,
+            device=self.device,
+            selection=self.selection,
+            seed=self.seed,
+        )
+
+
+def build_cache(job: CacheJob, rows: np.ndarray | None = None) -> TeacherCache:
+    """Compute a new cache holding ``rows`` (default: every chunk) and publish it into the folder.
+
+    Every process calls this with an equal job (its own ``rank``): rank 0 creates the staged
+    arrays, each rank fills its contiguous share of the rows (`rank_share`), rank 0 writes
+    ``filled.npy`` and ``meta.json`` and renames the staging folder into place; ``barrier``
+    separates the phases. Returns the opened cache on every rank.
     """
-    folder = Path(folder)
-    if chunks.ndim != 2:
-        raise ValueError(f"chunks must be [n_chunks, chunk_len], got shape {chunks.shape}")
-    n_chunks, chunk_len = (int(n) for n in chunks.shape)
-    if not 1 <= k <= vocab_size:
-        raise ValueError(f"k must be between 1 and the vocabulary size {vocab_size}, got {k}")
+    folder = Path(job.folder)
+    if job.chunks.ndim != 2:
+        raise ValueError(f"chunks must be [n_chunks, chunk_len], got shape {job.chunks.shape}")
+    n_chunks, chunk_len = (int(n) for n in job.chunks.shape)
+    if not 1 <= job.k <= job.vocab_size:
+        raise ValueError(
+            f"k must be between 1 and the vocabulary size {job.vocab_size}, got {job.k}"
+        )
+    rows = np.arange(n_chunks) if rows is None else np.unique(rows)
     staging = staging_folder(folder)
     started = time.perf_counter()
     try:
-        if rank == 0:
+        if job.rank == 0:
             info(
-                f"teacher cache: computing the ensemble's {selection} {k} tokens per position for "
-                f"{n_chunks * chunk_len:,} tokens into {folder}"
+                f"teacher cache: computing the ensemble's {job.selection} {job.k} tokens per "
+                f"position for {rows.size:,} of {n_chunks:,} chunks "
+                f"({rows.size * chunk_len:,} tokens) into {folder}"
             )
             folder.parent.mkdir(parents=True, exist_ok=True)
             create_arrays(
-                staging, n_chunks=n_chunks, chunk_len=chunk_len, k=k, vocab_size=vocab_size
+                staging,
+                n_chunks=n_chunks,
+                chunk_len=chunk_len,
+                k=job.k,
+                vocab_size=job.vocab_size,
             )
-        barrier()
-        fill_rows(
-            staging,
-            rank_rows(n_chunks, rank, world_size),
-            chunks=chunks,
-            ensemble_log_probs=ensemble_log_probs,
-            k=k,
-            vocab_size=vocab_size,
-            batch_size=batch_size,
-            device=device,
-            selection=selection,
-            seed=int(hashlib.sha256(key.encode()).hexdigest()[:8], 16),
-        )
-        barrier()
-        if rank == 0:
-            arrays = _expected_arrays(n_chunks, chunk_len, k, vocab_size)
+        job.barrier()
+        job.fill(staging, rows)
+        job.barrier()
+        if job.rank == 0:
+            filled = np.zeros(n_chunks, dtype=np.bool_)
+            filled[rows] = True
+            np.save(staging / FILLED_FILE, filled)
+            arrays = _expected_arrays(n_chunks, chunk_len, job.k, job.vocab_size)
             seconds = time.perf_counter() - started
             meta = {
                 "format": CACHE_FORMAT,
-                "key": key,
-                "k": k,
-                "selection": selection,
+                "key": job.key,
+                "k": job.k,
+                "selection": job.selection,
                 "n_chunks": n_chunks,
                 "chunk_len": chunk_len,
-                "vocab_size": vocab_size,
+                "vocab_size": job.vocab_size,
                 "shapes": {name: list(shape) for name, (shape, _) in arrays.items()},
                 "dtypes": {name: dtype.name for name, (_, dtype) in arrays.items()},
                 "bytes": {name: (staging / name).stat().st_size for name in arrays},
-                "world_size": world_size,
+                "world_size": job.world_size,
                 "seconds": round(seconds, 2),
             }
             _publish(staging, folder, meta)
-            info(
-                f"teacher cache: {n_chunks * chunk_len:,} tokens in {seconds:.1f} s "
-                f"({n_chunks * chunk_len / max(seconds, 1e-9):,.0f} tok/s), "
-                f"{sum(meta['bytes'].values()) / 1e6:,.1f} MB"
-            )
+            _report(rows.size * chunk_len, seconds, rows.size, n_chunks)
     except OSError as error:
-        if rank == 0:
+        if job.rank == 0:
             shutil.rmtree(staging, ignore_errors=True)
         raise UserError(
             f"could not write the teacher cache {folder} ({error.strerror or error})"
         ) from None
-    barrier()
-    cache = open_cache(folder, key, n_chunks, chunk_len)
-    if cache is None:
-        raise RuntimeError(f"the teacher cache just built in {folder} does not validate")
+    return _reopen(job, n_chunks, chunk_len, rows)
+
+
+def extend_cache(job: CacheJob, cache: TeacherCache, rows: np.ndarray) -> TeacherCache:
+    """Compute the chunks ``rows`` (not yet filled) into the published ``cache`` and mark them.
+
+    Rows are written in place, then rank 0 replaces ``filled.npy``; a process killed before that
+    leaves them unmarked (computed again next time), never marked and empty.
+    """
+    folder = Path(job.folder)
+    n_chunks, chunk_len = cache.n_chunks, cache.chunk_len
+    rows = np.unique(rows)
+    started = time.perf_counter()
+    if job.rank == 0:
+        info(
+            f"teacher cache: adding {rows.size:,} chunks to the {int(cache.filled.sum()):,} of "
+            f"{n_chunks:,} that {folder} holds"
+        )
+    try:
+        job.barrier()  # every process has decided before the folder changes
+        job.fill(folder, rows)
+        job.barrier()
+        if job.rank == 0:
+            filled = cache.filled.copy()
+            filled[rows] = True
+            _write_filled(folder, filled)
+            _report(
+                rows.size * chunk_len, time.perf_counter() - started, int(filled.sum()), n_chunks
+            )
+    except OSError as error:
+        raise UserError(
+            f"could not write the teacher cache {folder} ({error.strerror or error})"
+        ) from None
+    return _reopen(job, n_chunks, chunk_len, rows)
+
+
+def _report(tokens: int, seconds: float, filled: int, n_chunks: int) -> None:
+    info(
+        f"teacher cache: {tokens:,} tokens in {seconds:.1f} s "
+        f"({tokens / max(seconds, 1e-9):,.0f} tok/s); it holds {filled:,} of {n_chunks:,} chunks"
+    )
+
+
+def _reopen(job: CacheJob, n_chunks: int, chunk_len: int, rows: np.ndarray) -> TeacherCache:
+    job.barrier()
+    cache = open_cache(Path(job.folder), job.key, n_chunks, chunk_len)
+    if cache is None or not cache.filled[rows].all():
+        raise RuntimeError(f"the teacher cache just written in {job.folder} does not validate")
     return cache
 
 
@@ -517,28 +615,36 @@ def open_or_build_cache(
     world_size: int = 1,
     barrier: Callable[[], None] = lambda: None,
     selection: str = "topk",
+    rows: np.ndarray | None = None,
 ) -> TeacherCache:
-    """Reuse the cache in ``folder`` when it is valid for ``key``; otherwise build it (replacing it).
+    """A cache in ``folder`` valid for ``key`` that holds the chunks ``rows`` (default: all).
 
-    Every process calls this; they all reach the same decision because the folder only changes
-    inside `build_cache`, after a barrier that every process reaches after deciding.
+    Reuses a valid cache as it is when it holds them all, adds the missing ones to it
+    (`extend_cache`), or builds a new one (`build_cache`, replacing whatever is there). Every
+    process calls this; they all reach the same decision because the folder only changes after a
+    barrier that every process reaches after deciding.
     """
-    n_chunks, chunk_len = (int(n) for n in chunks.shape)
-    cache = open_cache(Path(folder), key, n_chunks, chunk_len)
-    if cache is not None and cache.k == k:
-        info(f"teacher cache: reusing {folder}")
-        return cache
-    return build_cache(
-        folder,
-        key,
+    job = CacheJob(
+        folder=Path(folder),
+        key=key,
         chunks=chunks,
         ensemble_log_probs=ensemble_log_probs,
         k=k,
         vocab_size=vocab_size,
         batch_size=batch_size,
         device=device,
+        selection=selection,
         rank=rank,
         world_size=world_size,
         barrier=barrier,
-        selection=selection,
     )
+    n_chunks, chunk_len = (int(n) for n in chunks.shape)
+    needed = np.arange(n_chunks) if rows is None else np.unique(rows)
+    cache = open_cache(job.folder, key, n_chunks, chunk_len)
+    if cache is None or cache.k != k:
+        return build_cache(job, needed)
+    missing = needed[~cache.filled[needed]]
+    if missing.size:
+        return extend_cache(job, cache, missing)
+    info(f"teacher cache: reusing {folder}")
+    return cache

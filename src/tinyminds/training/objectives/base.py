@@ -53,6 +53,9 @@ class SetupContext:
     data: Any
     """The run's `tinyminds.data.chunks.PreparedData`."""
     run_dir: Path
+    train_rows: Any
+    """Sorted indices (numpy int64) of every training chunk the whole run reads, all processes and
+    epochs together (`tinyminds.data.chunks.chunks_read`): what a teacher cache must hold."""
 
 
 class Objective(Protocol):

@@ -96,6 +96,7 @@ class DistillationObjective:
             world_size=context.world_size,
             barrier=context.barrier,
             selection=self.config.cache_selection,
+            rows=context.train_rows,
         )
         info(f"teacher cache: {folder} ({self.cache.bytes_per_token:.0f} bytes per token)")
 
