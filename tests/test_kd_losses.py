@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tinyminds.training.objectives.base import causal_lm_cross_entropy
 from tinyminds.training.objectives.kd_losses import (
     chunked_dense_kl,
+    chunked_sparse_kl,
     dense_kl,
     ensemble_log_probs,
     kd_loss,
@@ -445,6 +446,96 @@ def test_chunked_dense_kl_without_gradients_and_guards():
     kl.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward called twice"):
         kl.backward()
+
+
+# ------------------------------------------------------------------------------ chunked sparse KL
+
+
+@pytest.mark.parametrize("k", [1, 4, V])
+@pytest.mark.parametrize("chunk_rows", [3, 64])
+def test_chunked_sparse_kl_matches_naive_values_and_autograd_gradients(k: int, chunk_rows: int):
+    *teachers, student, upstream = make_logits(15, n=4)
+    teacher_lp = ensemble_log_probs(teachers, 2.0)
+    indices, top_lp, rest_lp, expected = naive_sparse_kl(
+        rows(teacher_lp), k, student, 2.0, "forward"
+    )
+    weights = upstream[..., 0].abs()
+    student_a = student.clone().requires_grad_(True)
+    student_b = student.clone().requires_grad_(True)
+    ref = sparse_kl(indices, top_lp, rest_lp, student_a, 2.0)  # type: ignore[arg-type]
+    got = chunked_sparse_kl(indices, top_lp, rest_lp, student_b, 2.0, chunk_rows=chunk_rows)  # type: ignore[arg-type]
+    assert got.shape == (B, L) and got.dtype == torch.float64
+    assert_close(got, expected)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), student_a)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), student_b)
+    torch.testing.assert_close(grad_got, grad_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_chunked_sparse_kl_gradient_matches_finite_differences():
+    """Numerical check of the hand-derived gradient (central differences, float64)."""
+    teacher, student, upstream = (
+        t[:, :2, :7].contiguous() for t in make_logits(16, n=3, scale=1.0)
+    )
+    teacher_lp = torch.log_softmax(teacher, dim=-1)
+    top_lp, indices = teacher_lp.topk(3, dim=-1)
+    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    weights = upstream[..., 0].abs()
+
+    def objective(s: torch.Tensor) -> torch.Tensor:
+        return (chunked_sparse_kl(indices, top_lp, rest, s, 2.0, chunk_rows=3) * weights).sum()
+
+    leaf = student.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(leaf), leaf)
+    eps = 1e-6
+    numeric = torch.zeros_like(student)
+    for index in range(student.numel()):
+        plus, minus = student.clone(), student.clone()
+        plus.view(-1)[index] += eps
+        minus.view(-1)[index] -= eps
+        numeric.view(-1)[index] = (objective(plus) - objective(minus)) / (2 * eps)
+    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_sparse_kl_low_precision_and_a_float16_cache(dtype: torch.dtype):
+    """As the objective calls it: float16 cached values widened to float32, student logits in the
+    run's dtype; the gradient comes back in the logits' dtype."""
+    teacher, student = make_logits(17, n=2)
+    teacher_lp = torch.log_softmax(teacher / 2.0, dim=-1)
+    top_lp, indices = teacher_lp.topk(4, dim=-1)
+    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1).float()
+    top_lp = top_lp.half().float()
+    student_a = student.to(dtype).requires_grad_(True)
+    student_b = student.to(dtype).requires_grad_(True)
+    ref = sparse_kl(indices, top_lp, rest, student_a, 2.0)
+    got = chunked_sparse_kl(indices, top_lp, rest, student_b, 2.0)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    (grad_ref,) = torch.autograd.grad(ref.sum(), student_a)
+    (grad_got,) = torch.autograd.grad(got.sum(), student_b)
+    assert grad_got.dtype == dtype
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
+    torch.testing.assert_close(grad_got, grad_ref, **tol)
+
+
+def test_chunked_sparse_kl_with_an_empty_teacher_rest_and_without_gradients():
+    teacher, student = make_logits(18, n=2)
+    teacher_lp = torch.log_softmax(teacher / 2.0, dim=-1)
+    indices = teacher_lp.topk(4, dim=-1).indices
+    top_lp = torch.log_softmax(teacher_lp.gather(-1, indices), dim=-1)  # all mass on the top 4
+    rest = torch.full((B, L), -math.inf, dtype=torch.float64)
+    student = student.requires_grad_(True)
+    kl = chunked_sparse_kl(indices, top_lp, rest, student, 2.0)
+    (grad,) = torch.autograd.grad(kl.sum(), student)
+    p_s = torch.softmax(student.detach() / 2.0, dim=-1)
+    p_t = torch.zeros_like(p_s).scatter(-1, indices, top_lp.exp())
+    assert_close(grad, (p_s - p_t) / 2.0)
+    with torch.no_grad():
+        plain = chunked_sparse_kl(indices, top_lp, rest, student, 2.0)
+    assert not plain.requires_grad
+    assert_close(plain, sparse_kl(indices, top_lp, rest, student.detach(), 2.0))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        chunked_sparse_kl(indices, top_lp, rest, student, 2.0, chunk_rows=0)
 
 
 def test_sampled_kl_matches_its_formula_and_the_dense_kl_in_expectation() -> None:

@@ -58,6 +58,7 @@ Reduction = Literal["sequence", "token"]
 
 __all__ = [
     "chunked_dense_kl",
+    "chunked_sparse_kl",
     "dense_kl",
     "ensemble_log_probs",
     "kd_loss",
@@ -172,6 +173,28 @@ def dense_kl(
     return _kl_terms(log_s, log_t).sum(dim=-1)
 
 
+def _check_sparse_shapes(
+    top_indices: Tensor, top_log_probs: Tensor, rest_log_prob: Tensor, student_logits: Tensor
+) -> None:
+    if student_logits.dim() < 1:
+        raise ValueError("student_logits must have a vocabulary dimension")
+    batch_shape = student_logits.shape[:-1]
+    vocab = student_logits.shape[-1]
+    if top_indices.dtype != torch.int64:
+        raise ValueError(f"top_indices must be int64, got {top_indices.dtype}")
+    if top_indices.shape != top_log_probs.shape or top_indices.shape[:-1] != batch_shape:
+        raise ValueError(
+            f"top_indices {tuple(top_indices.shape)} and top_log_probs "
+            f"{tuple(top_log_probs.shape)} must both be {(*batch_shape, 'k')}"
+        )
+    if rest_log_prob.shape != batch_shape:
+        raise ValueError(
+            f"rest_log_prob has shape {tuple(rest_log_prob.shape)}, expected {tuple(batch_shape)}"
+        )
+    if top_indices.shape[-1] > vocab:
+        raise ValueError(f"k = {top_indices.shape[-1]} exceeds the vocabulary size {vocab}")
+
+
 def sparse_kl(
     top_indices: Tensor,
     top_log_probs: Tensor,
@@ -195,23 +218,7 @@ def sparse_kl(
     """
     _check_temperature(temperature)
     _check_direction(direction)
-    if student_logits.dim() < 1:
-        raise ValueError("student_logits must have a vocabulary dimension")
-    batch_shape = student_logits.shape[:-1]
-    vocab = student_logits.shape[-1]
-    if top_indices.dtype != torch.int64:
-        raise ValueError(f"top_indices must be int64, got {top_indices.dtype}")
-    if top_indices.shape != top_log_probs.shape or top_indices.shape[:-1] != batch_shape:
-        raise ValueError(
-            f"top_indices {tuple(top_indices.shape)} and top_log_probs "
-            f"{tuple(top_log_probs.shape)} must both be {(*batch_shape, 'k')}"
-        )
-    if rest_log_prob.shape != batch_shape:
-        raise ValueError(
-            f"rest_log_prob has shape {tuple(rest_log_prob.shape)}, expected {tuple(batch_shape)}"
-        )
-    if top_indices.shape[-1] > vocab:
-        raise ValueError(f"k = {top_indices.shape[-1]} exceeds the vocabulary size {vocab}")
+    _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
 
     dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
     scaled = student_logits.to(dtype) / temperature
@@ -302,19 +309,24 @@ class _ChunkedDenseKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError(
-                "chunked_dense_kl: backward called twice (its stored gradient is consumed in "
-                "place), or the student logits did not require a gradient"
-            )
-        ctx.grad = None
-        upstream = grad_output.reshape(-1, 1)
-        # Scale in place, chunk by chunk: no full-size float32 temporary.
-        for start in range(0, grad.shape[0], ctx.chunk_rows):
-            stop = min(start + ctx.chunk_rows, grad.shape[0])
-            grad[start:stop].mul_(upstream[start:stop])
-        return None, grad.reshape(ctx.student_shape), None, None, None
+        return None, _scale_stored_grad(ctx, grad_output, "chunked_dense_kl"), None, None, None
+
+
+def _scale_stored_grad(ctx: Any, grad_output: Tensor, name: str) -> Tensor:
+    """The gradient a chunked KL stored in forward, times the upstream ``[B, L]`` gradient."""
+    grad = ctx.grad
+    if grad is None:
+        raise RuntimeError(
+            f"{name}: backward called twice (its stored gradient is consumed in place), or the "
+            "student logits did not require a gradient"
+        )
+    ctx.grad = None
+    upstream = grad_output.reshape(-1, 1)
+    # Scale in place, chunk by chunk: no full-size float32 temporary.
+    for start in range(0, grad.shape[0], ctx.chunk_rows):
+        stop = min(start + ctx.chunk_rows, grad.shape[0])
+        grad[start:stop].mul_(upstream[start:stop])
+    return grad.reshape(ctx.student_shape)
 
 
 def chunked_dense_kl(
@@ -351,6 +363,91 @@ def chunked_dense_kl(
         )
     return _ChunkedDenseKL.apply(
         teacher_log_probs, student_logits, float(temperature), direction, chunk_rows
+    )
+
+
+class _ChunkedSparseKL(torch.autograd.Function):
+    """Forward sparse KL with the student-logit gradient computed in closed form, chunk by chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        top_indices: Tensor,
+        top_log_probs: Tensor,
+        rest_log_prob: Tensor,
+        student_logits: Tensor,
+        temperature: float,
+        chunk_rows: int,
+    ) -> Tensor:
+        vocab, k = student_logits.shape[-1], top_indices.shape[-1]
+        dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
+        student = student_logits.reshape(-1, vocab)
+        ids = top_indices.reshape(-1, k)
+        teacher_top = top_log_probs.reshape(-1, k)
+        teacher_rest = rest_log_prob.reshape(-1)
+        rows = student.shape[0]
+        out = torch.empty(rows, dtype=dtype, device=student.device)
+        grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
+        for start in range(0, rows, chunk_rows):
+            stop = min(start + chunk_rows, rows)
+            index = ids[start:stop]
+            log_p = teacher_top[start:stop].to(dtype)
+            log_r_t = teacher_rest[start:stop].to(dtype)
+            scaled = student[start:stop].to(dtype) / temperature  # a fresh tensor: reused below
+            log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
+            log_q_top = scaled.gather(-1, index) - log_norm
+            q = scaled.sub_(log_norm).exp_()  # the student's softmax, in place
+            q_top = q.gather(-1, index)
+            q.scatter_(-1, index, 0.0)  # now the student's mass outside the top k...
+            r_s = q.sum(dim=-1)  # ...summed without the cancellation of 1 - sum(q_top)
+            log_r_s = r_s.log()
+            out[start:stop] = _kl_terms(log_p, log_q_top).sum(dim=-1) + _kl_terms(log_r_t, log_r_s)
+            if grad is None:
+                continue
+            # d KL / d (z_j / T) = q_j * c - p_j for the top tokens, q_j * (c - r_t / r_s)
+            # outside them, with c = sum(p_top) + r_t (1 up to the float16 rounding of p_top).
+            p_top, r_t = log_p.exp(), log_r_t.exp()
+            c = p_top.sum(dim=-1) + r_t
+            ratio = torch.where(r_t > 0, r_t / r_s, torch.zeros_like(r_t))
+            q.mul_((c - ratio).unsqueeze(-1))
+            q.scatter_(-1, index, q_top * c.unsqueeze(-1) - p_top)
+            grad[start:stop] = q.div_(temperature)
+        ctx.grad = grad
+        ctx.chunk_rows = chunk_rows
+        ctx.student_shape = student_logits.shape
+        return out.reshape(student_logits.shape[:-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grad = _scale_stored_grad(ctx, grad_output, "chunked_sparse_kl")
+        return None, None, None, grad, None, None
+
+
+def chunked_sparse_kl(
+    top_indices: Tensor,
+    top_log_probs: Tensor,
+    rest_log_prob: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    chunk_rows: int = 4096,
+) -> Tensor:
+    """Forward `sparse_kl` with a closed-form gradient: same ``[B, L]`` values, same gradient.
+
+    Why: autograd through `sparse_kl` keeps several float32 ``[B, L, V]`` intermediates (the
+    scaled logits, the masked copy, two softmaxes) and walks them again in backward, which made a
+    cached KD step no cheaper than running the teachers. Here each chunk of ``chunk_rows``
+    positions is visited once: the softmax is built in place, the mass outside the top k is read
+    off it, and the gradient w.r.t. the student logits (``(q_j c - p_j) / T`` on the top-k
+    tokens, ``q_j (c - r_t / r_s) / T`` elsewhere, ``c`` the teacher's total bucket mass) is
+    written in the logits' dtype; backward scales it in place by the upstream gradient (so the
+    graph can be back-propagated once only). The teacher inputs get no gradient.
+    """
+    _check_temperature(temperature)
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
+    return _ChunkedSparseKL.apply(
+        top_indices, top_log_probs, rest_log_prob, student_logits, float(temperature), chunk_rows
     )
 
 
