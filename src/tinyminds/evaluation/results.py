@@ -173,3 +173,18 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"{task['n']:,} | {task['ties']} | {task['seconds']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def report(summary: dict[str, Any]) -> str:
+    """What `tinyminds evaluate` prints: the model, the prefix token used, and the table."""
+    model = summary["model"]
+    details = [f"{model['parameters']:,} parameters", summary["device"]]
+    if summary.get("max_items"):
+        details.append(f"at most {summary['max_items']} pairs per subtask")
+    lines = [f"{model['name']} ({', '.join(details)})"]
+    used = [task["prefix_token"] for task in summary["tasks"].values() if task["prefix_token"]]
+    prefixes = sorted({f"{p['token']} ({p['kind']}, id {p['id']})" for p in used})
+    if prefixes:
+        lines.append(f"empty contexts conditioned on the prefix token {', '.join(prefixes)}")
+    lines.append(markdown_table(summary))
+    return "\n".join(lines)
