@@ -28,7 +28,7 @@ from tinyminds.data.tokenizer import BOS_ID, save_tokenizer, train_tokenizer
 from tinyminds.errors import UserError
 from tinyminds.evaluation import zero_shot
 from tinyminds.evaluation.zero_shot import evaluate
-from tinyminds.models.zoo import ModelSpec, build_model
+from tinyminds.models.zoo import ModelSpec, build_model, get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -151,6 +151,17 @@ def test_tokenizer_without_bos_eos_or_pad(
     # EWoK conditions on its context, so it needs no prefix token.
     result = evaluate(folder, ["ewok"], [eval_data], tmp_path / "out")
     assert result.summary["tasks"]["ewok"]["prefix_token"] is None
+
+
+@pytest.mark.slow
+def test_a_masked_lm_is_refused(eval_data: Path, tmp_path: Path, tokenizer_object) -> None:
+    folder = tmp_path / "electra"
+    build_model(get_spec("electra-tiny"), 301).save_pretrained(folder)
+    save_tokenizer(tokenizer_object, folder)
+    with pytest.raises(
+        UserError, match=r"electra is not a causal language model \(saved as Electra"
+    ):
+        evaluate(folder, ["blimp"], [eval_data], tmp_path / "out")
 
 
 @pytest.mark.slow

@@ -140,9 +140,10 @@ def score_requests(
     batch_size: int = 64,
     description: str = "score",
 ) -> list[float]:
-    """The float32 log-probability sum of each request's continuation, in the order given.
+    """The sum of the float32 log-probabilities of each request's continuation, in the order given.
 
-    A sequence longer than the model's positions keeps its last tokens (the harness's left
+    The sum itself is taken in float64 (the harness sums in float32): a 60-token sentence then
+    loses no digits to rounding, and scores match a one-at-a-time reference to 1e-4. A sequence longer than the model's positions keeps its last tokens (the harness's left
     truncation). Identical requests are scored once, so two identical sentences always tie
     exactly, whatever batch or padding they would have been given.
     """
@@ -217,7 +218,6 @@ def _score_batch(
     target_index = torch.tensor(targets, device=device)
     selected = logits[row_index, column_index].float()  # [scored tokens, vocab], float32
     token_log_probs = selected.log_softmax(-1).gather(1, target_index[:, None]).squeeze(1)
-    # Float32 log-probabilities, summed in float64: a 60-token sentence loses no digits to the sum.
     totals = torch.zeros(len(batch), dtype=torch.float64, device=device)
     totals.index_add_(0, row_index, token_log_probs.double())
     return totals.tolist()

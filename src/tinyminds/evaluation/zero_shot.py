@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 from tinyminds import __version__
 from tinyminds.console import info
 from tinyminds.errors import UserError
-from tinyminds.evaluation.results import ResultsWriter, TaskResult, markdown_table, subtask_result
+from tinyminds.evaluation.results import ResultsWriter, TaskResult, subtask_result
 from tinyminds.evaluation.scoring import needs_prefix, pair_requests, prefix_token, score_requests
 from tinyminds.evaluation.tasks import TASKS, Subtask, load_tasks
 
@@ -37,9 +37,10 @@ class Evaluation:
     json_path: Path
     pairs_path: Path
 
-    @property
-    def table(self) -> str:
-        return markdown_table(self.summary)
+
+def _one_line(error: Exception) -> str:
+    """A library's (often multi-line) message as one line: the CLI prints errors as one line."""
+    return " ".join(str(error).split())
 
 
 def check_model_folder(folder: Path) -> None:
@@ -59,7 +60,7 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as error:
-        raise UserError(f"{folder}: the tokenizer cannot be loaded ({error})") from None
+        raise UserError(f"{folder}: the tokenizer cannot be loaded ({_one_line(error)})") from None
 
 
 def load_causal_lm(folder: Path, device: torch.device) -> nn.Module:
@@ -71,7 +72,7 @@ def load_causal_lm(folder: Path, device: torch.device) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError) as error:
-        raise UserError(f"{folder}: unreadable config.json ({error})") from None
+        raise UserError(f"{folder}: unreadable config.json ({_one_line(error)})") from None
     architectures = getattr(config, "architectures", None) or []
     if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         raise UserError(
@@ -81,7 +82,9 @@ def load_causal_lm(folder: Path, device: torch.device) -> nn.Module:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     except (OSError, ValueError) as error:
-        raise UserError(f"{folder}: cannot load a causal language model ({error})") from None
+        raise UserError(
+            f"{folder}: cannot load a causal language model ({_one_line(error)})"
+        ) from None
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -112,10 +115,11 @@ def _model_record(folder: Path, name: str, model: nn.Module) -> dict[str, Any]:
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),  # tied weights counted once
     }
-    tinyminds_info = folder / "tinyminds.json"
-    if tinyminds_info.is_file():
-        saved = json.loads(tinyminds_info.read_text(encoding="utf-8"))
+    try:  # a tinyminds model folder says which recipe trained it
+        saved = json.loads((folder / "tinyminds.json").read_text(encoding="utf-8"))
         record["recipe"] = saved.get("recipe")
+    except (OSError, ValueError, AttributeError):
+        pass
     return record
 
 
