@@ -131,6 +131,28 @@ def _distill(args: argparse.Namespace) -> None:
         )
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from tinyminds.evaluation.tasks import parse_task_names
+
+    tasks = parse_task_names(args.tasks)  # before torch loads: a typo is reported at once
+    from tinyminds.evaluation.results import report
+    from tinyminds.evaluation.zero_shot import evaluate
+
+    result = evaluate(
+        Path(args.model),
+        tasks,
+        [Path(path) for path in args.data],
+        Path(args.out),
+        name=args.name,
+        batch_size=args.batch_size,
+        device=args.device,
+        max_items=args.max_items,
+    )
+    print(report(result.summary))
+    print(f"results: {result.json_path}")
+    print(f"pairs:   {result.pairs_path}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from tinyminds.demo import run_demo
 
@@ -160,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyminds",
         description="Train small language models the BabyLM way and distill teacher ensembles.",
-        epilog="example:\n  tinyminds demo\n  tinyminds prepare babylm_data/ --out data/babylm-10m",
+        epilog="example:\n  tinyminds demo\n  tinyminds prepare babylm_data/ --out data/babylm-10m\n"
+        "  tinyminds evaluate runs/gpt2-44m/model --data evaluation_data/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tinyminds {__version__}")
@@ -243,6 +266,57 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in out= from its last checkpoint"
     )
     sub.set_defaults(handler=_distill)
+
+    sub = command(
+        "evaluate",
+        "Score a causal LM folder on BLiMP, the BLiMP supplement and EWoK (zero-shot minimal pairs).",
+        "tinyminds evaluate runs/gpt2-44m/model --data evaluation_data/\n"
+        "tinyminds evaluate runs/gpt2-44m/model --tasks blimp --data evaluation_data/ --max-items 20\n"
+        "tinyminds evaluate my_model/ --tasks ewok --data ewok_filtered/physical-relations.jsonl\n"
+        "tinyminds evaluate runs/llama-60m/model --data evaluation_data/ --out results/ --device cuda",
+    )
+    sub.add_argument(
+        "model", metavar="MODEL_DIR", help="Hugging Face causal LM folder with its tokenizer"
+    )
+    sub.add_argument(
+        "--tasks",
+        default="blimp,supplement,ewok",
+        help="comma-separated: blimp, supplement, ewok (default all three)",
+    )
+    sub.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="BabyLM evaluation_data/ folder (holding blimp_filtered/, supplement_filtered/, "
+        "ewok_filtered/), a task folder or a .jsonl file; repeat for several",
+    )
+    sub.add_argument(
+        "--out",
+        default="results",
+        help="results folder: NAME.json and NAME.pairs.jsonl (default ./results)",
+    )
+    sub.add_argument(
+        "--name",
+        help="name of the results files (default: the model folder's name, or the run's for "
+        "a tinyminds runs/NAME/model folder)",
+    )
+    sub.add_argument(
+        "--batch-size", type=int, default=64, help="sequences per forward pass (default 64)"
+    )
+    sub.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="default: cuda if available",
+    )
+    sub.add_argument(
+        "--max-items",
+        type=int,
+        metavar="N",
+        help="score only the first N pairs of each subtask (a quick check)",
+    )
+    sub.set_defaults(handler=_evaluate)
 
     sub = command(
         "demo",

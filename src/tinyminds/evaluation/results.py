@@ -1,0 +1,190 @@
+"""Decisions, aggregation and the files a zero-shot evaluation leaves behind.
+
+Per model: ``NAME.json`` (every subtask's accuracy, n and ties; each task's unweighted mean over
+its subtasks, as BabyLM reports it; model, parameter count, SHA-256 of every data file, version,
+device, time) and ``NAME.pairs.jsonl`` (one line per pair with both scores, for paired comparisons
+later). The pair file holds scores and indices only, never text, so EWoK's licensed items cannot
+leak through it. Both files are rewritten atomically (temporary file + rename) after every finished
+task: an error or an interruption in a later task keeps the earlier tasks' results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinyminds.evaluation.tasks import TASKS
+
+
+@dataclass
+class SubtaskResult:
+    """The decisions of one subtask (one JSONL file)."""
+
+    name: str
+    n: int
+    correct: int
+    ties: int
+    """Pairs whose two scores are exactly equal; they count as correct (SPEC §4)."""
+    file: str
+    sha256: str
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+
+@dataclass
+class TaskResult:
+    """One task: its subtasks, and what it was scored with."""
+
+    task: str
+    subtasks: list[SubtaskResult]
+    prefix_token: dict[str, Any] | None
+    """The token empty contexts were replaced by (kind, token, id); None when none was needed."""
+    seconds: float
+    pairs: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """Per-pair records (task, subtask, index, good, bad, correct, tie): scores only, no text."""
+
+    @property
+    def accuracy(self) -> float:
+        """The unweighted mean of the subtask accuracies (a small paradigm counts as much as a large one)."""
+        return sum(s.accuracy for s in self.subtasks) / len(self.subtasks)
+
+    @property
+    def n(self) -> int:
+        return sum(s.n for s in self.subtasks)
+
+    @property
+    def ties(self) -> int:
+        return sum(s.ties for s in self.subtasks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "subtask_count": len(self.subtasks),
+            "n": self.n,
+            "ties": self.ties,
+            "prefix_token": self.prefix_token,
+            "seconds": round(self.seconds, 3),
+            "subtasks": {
+                s.name: {
+                    "accuracy": s.accuracy,
+                    "n": s.n,
+                    "correct": s.correct,
+                    "ties": s.ties,
+                    "file": s.file,
+                    "sha256": s.sha256,
+                }
+                for s in self.subtasks
+            },
+        }
+
+
+def decide(good: list[float], bad: list[float]) -> tuple[list[bool], list[bool]]:
+    """(correct, tie) for each pair: correct when good >= bad, so a tie counts as correct."""
+    correct = [g >= b for g, b in zip(good, bad, strict=True)]
+    ties = [g == b for g, b in zip(good, bad, strict=True)]
+    return correct, ties
+
+
+def subtask_result(
+    task: str,
+    name: str,
+    file: str,
+    sha256: str,
+    good: list[float],
+    bad: list[float],
+    records: list[dict[str, Any]],
+) -> SubtaskResult:
+    """Decide every pair of a subtask, append its per-pair records to ``records``, and count."""
+    correct, ties = decide(good, bad)
+    for index, (g, b, c, t) in enumerate(zip(good, bad, correct, ties, strict=True)):
+        records.append(
+            {
+                "task": task,
+                "subtask": name,
+                "index": index,
+                "good": g,
+                "bad": b,
+                "correct": c,
+                "tie": t,
+            }
+        )
+    return SubtaskResult(name, len(good), sum(correct), sum(ties), file, sha256)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    """Keeps ``NAME.json`` and ``NAME.pairs.jsonl`` in ``out_dir`` up to date, task by task."""
+
+    def __init__(self, out_dir: Path, name: str, header: dict[str, Any], planned: list[str]):
+        self.out_dir = out_dir
+        self.json_path = out_dir / f"{name}.json"
+        self.pairs_path = out_dir / f"{name}.pairs.jsonl"
+        self.header = header
+        self.planned = planned
+        self.tasks: dict[str, TaskResult] = {}
+
+    def add(self, result: TaskResult) -> None:
+        """Record a finished task and rewrite both files (atomically) with every task so far."""
+        self.tasks[result.task] = result
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        pairs = "".join(
+            json.dumps(record) + "\n" for task in self.tasks.values() for record in task.pairs
+        )
+        _write_atomic(self.pairs_path, pairs)
+        _write_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON document: the header, every finished task, totals, and what is still missing."""
+        return {
+            **self.header,
+            "complete": all(task in self.tasks for task in self.planned),
+            "pending": [task for task in self.planned if task not in self.tasks],
+            "ties": sum(task.ties for task in self.tasks.values()),
+            "seconds": round(sum(task.seconds for task in self.tasks.values()), 3),
+            "pairs_file": self.pairs_path.name,
+            "tasks": {name: task.to_json() for name, task in self.tasks.items()},
+        }
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The task scores of one results document as a Markdown table (accuracy in percent)."""
+    lines = [
+        "| task | accuracy (%) | subtasks | pairs | ties | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, task in summary["tasks"].items():
+        label = TASKS[name].label if name in TASKS else name
+        lines.append(
+            f"| {label} | {100 * task['accuracy']:.2f} | {task['subtask_count']} | "
+            f"{task['n']:,} | {task['ties']} | {task['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(summary: dict[str, Any]) -> str:
+    """What `tinyminds evaluate` prints: the model, the prefix token used, and the table."""
+    model = summary["model"]
+    details = [f"{model['parameters']:,} parameters", summary["device"]]
+    if summary.get("max_items"):
+        details.append(f"at most {summary['max_items']} pairs per subtask")
+    lines = [f"{model['name']} ({', '.join(details)})"]
+    used = [task["prefix_token"] for task in summary["tasks"].values() if task["prefix_token"]]
+    prefixes = sorted({f"{p['token']} ({p['kind']}, id {p['id']})" for p in used})
+    if prefixes:
+        lines.append(f"empty contexts conditioned on the prefix token {', '.join(prefixes)}")
+    lines.append(markdown_table(summary))
+    return "\n".join(lines)

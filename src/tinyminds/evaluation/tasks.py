@@ -1,0 +1,198 @@
+"""Reading the zero-shot tasks of the BabyLM 2024 ``evaluation_data/`` folder (SPEC §4).
+
+Each task is a folder of JSONL files, one subtask per file, named after the file's stem:
+``blimp_filtered/`` and ``supplement_filtered/`` (lines with ``sentence_good``, ``sentence_bad``)
+and ``ewok_filtered/`` (lines with ``Context1``, ``Target1``, ``Target2``); other fields are ignored.
+A data path may be the ``evaluation_data/`` folder holding those task folders, a task folder itself,
+or single ``.jsonl`` files.
+
+EWoK's terms forbid redistributing its items as text, so nothing here ever puts an item's text into
+an error message: errors name the file, the line number and the field, never the content. Reading is
+pure Python (no torch), so a bad file is reported before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyminds.errors import UserError
+
+
+@dataclass(frozen=True)
+class TaskFormat:
+    """How one task's lines are read, and where its files live in ``evaluation_data/``."""
+
+    folder: str
+    """The task folder's name in the BabyLM 2024 layout."""
+    fields: tuple[str, str, str | None]
+    """Fields holding (good, bad, context); a context of None means the empty context, which the
+    scorer replaces by the prefix token."""
+    label: str
+    """The task's name in tables."""
+
+
+TASKS: dict[str, TaskFormat] = {
+    "blimp": TaskFormat("blimp_filtered", ("sentence_good", "sentence_bad", None), "BLiMP"),
+    "supplement": TaskFormat(
+        "supplement_filtered", ("sentence_good", "sentence_bad", None), "BLiMP supplement"
+    ),
+    "ewok": TaskFormat("ewok_filtered", ("Target1", "Target2", "Context1"), "EWoK"),
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One minimal pair: ``good`` should score at least as high as ``bad`` after ``context``."""
+
+    context: str
+    """Empty for BLiMP and the supplement (the scorer then conditions on the prefix token)."""
+    good: str
+    bad: str
+
+
+@dataclass
+class Subtask:
+    """One JSONL file: a BLiMP paradigm, a supplement task or an EWoK domain."""
+
+    task: str
+    name: str
+    path: Path
+    sha256: str
+    """SHA-256 of the file's bytes, recorded with the results so that scores name their data."""
+    pairs: list[Pair]
+
+
+def parse_task_names(text: str) -> list[str]:
+    """``"blimp,ewok"`` -> ``["blimp", "ewok"]`` (order kept, duplicates dropped) or a clear error."""
+    names: list[str] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in TASKS:
+            raise UserError(f"unknown task {part.strip()!r}; known tasks: {', '.join(TASKS)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise UserError(f"no task given; known tasks: {', '.join(TASKS)}")
+    return names
+
+
+def task_files(task: str, paths: list[Path], only_task: bool) -> list[Path]:
+    """The JSONL files of ``task`` among ``paths``, sorted by name within each path.
+
+    A path counts for ``task`` when it is a folder holding ``blimp_filtered/`` (say), a folder
+    called ``blimp_filtered`` or ``blimp``, or a ``.jsonl`` file inside such a folder. When only one
+    task is evaluated (``only_task``), any folder of JSONL files and any ``.jsonl`` file is taken to
+    be that task's; with several tasks a path that names none of them is an error (which task would
+    it be?).
+    """
+    fmt = TASKS[task]
+    names = (fmt.folder, task)
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir():
+            if (path / fmt.folder).is_dir():
+                folder = path / fmt.folder
+            elif path.name in names or only_task:
+                folder = path
+            else:
+                continue
+            found = sorted(folder.glob("*.jsonl"))
+            if not found:
+                inside = "" if folder.name in names else f" and no {fmt.folder}/ folder"
+                raise UserError(f"{folder}: empty task folder (no .jsonl files{inside})")
+            files.extend(found)
+        elif path.parent.name in names or only_task:
+            if path.suffix != ".jsonl":
+                raise UserError(f"{path}: not a .jsonl file")
+            files.append(path)
+    if not files:
+        shown = ", ".join(str(p) for p in paths)
+        raise UserError(
+            f"no data for task {task} in {shown}: expected a folder {fmt.folder}/ "
+            f"(as in BabyLM's evaluation_data/) or .jsonl files inside one"
+        )
+    return files
+
+
+def check_paths_used(tasks: list[str], paths: list[Path]) -> None:
+    """With several tasks, refuse a ``.jsonl`` file or folder that belongs to none of them."""
+    if len(tasks) == 1:
+        return
+    for path in paths:
+        names = {name for task in tasks for name in (task, TASKS[task].folder)}
+        holds_task = path.is_dir() and any((path / TASKS[t].folder).is_dir() for t in tasks)
+        owner = path.name if path.is_dir() else path.parent.name
+        if path.exists() and not holds_task and owner not in names:
+            raise UserError(
+                f"{path}: cannot tell which of {', '.join(tasks)} it belongs to; put it in a "
+                f"folder named after the task (e.g. {TASKS[tasks[0]].folder}/) or evaluate one "
+                f"task at a time"
+            )
+
+
+def read_subtask(task: str, path: Path) -> Subtask:
+    """Read one JSONL file of ``task``; every problem is one line naming the file and line number."""
+    good_field, bad_field, context_field = TASKS[task].fields
+    needed = [f for f in (context_field, good_field, bad_field) if f is not None]
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror})") from None
+    pairs: list[Pair] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{where}: not UTF-8 text") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            # The message and column only: the line's text may be licensed (EWoK).
+            raise UserError(
+                f"{where}: malformed JSON ({error.msg}, column {error.colno})"
+            ) from None
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: expected a JSON object, got a {type(record).__name__}")
+        for name in needed:
+            if name not in record:
+                raise UserError(
+                    f"{where}: missing field {name!r} ({task} lines need {', '.join(needed)})"
+                )
+            if not isinstance(record[name], str):
+                raise UserError(
+                    f"{where}: field {name!r} is a {type(record[name]).__name__}, expected text"
+                )
+        context = record[context_field] if context_field else ""
+        pairs.append(Pair(context, record[good_field], record[bad_field]))
+    if not pairs:
+        raise UserError(f"{path}: no items (an empty file)")
+    return Subtask(task, path.stem, path, hashlib.sha256(data).hexdigest(), pairs)
+
+
+def load_task(task: str, paths: list[Path], only_task: bool = False) -> list[Subtask]:
+    """Every subtask of ``task`` found in ``paths``; two files with the same stem are an error."""
+    subtasks = [read_subtask(task, path) for path in task_files(task, paths, only_task)]
+    seen: dict[str, Path] = {}
+    for subtask in subtasks:
+        if subtask.name in seen:
+            raise UserError(
+                f"{subtask.path}: subtask {subtask.name!r} given twice (also {seen[subtask.name]})"
+            )
+        seen[subtask.name] = subtask.path
+    return subtasks
+
+
+def load_tasks(tasks: list[str], paths: list[Path]) -> dict[str, list[Subtask]]:
+    """Read and check the data of every task up front, so a bad file fails before any scoring."""
+    check_paths_used(tasks, paths)
+    return {task: load_task(task, paths, only_task=len(tasks) == 1) for task in tasks}
