@@ -404,6 +404,27 @@ def _train(
     window_steps, window_start = 0, time.perf_counter()
     tokens_per_step = batch * accum * chunk_tokens
     train_seconds, trained_steps = 0.0, 0
+    first_bad = torch.zeros((), dtype=torch.long, device=device)  # step of a non-finite loss
+    bad_loss = torch.zeros((), device=device)
+
+    def check_finite() -> None:
+        """Stop, naming the step and batch, when any process has seen a non-finite loss."""
+        if context.sum((first_bad > 0).float()).item() == 0:  # every process takes part
+            return
+        step = int(first_bad.item())
+        if step == 0:
+            where = "on another process"
+        else:
+            epoch_of_step = (step - 1) // steps_per_epoch
+            where = (
+                f"at step {step} (epoch {epoch_of_step + 1}, batch "
+                f"{step - epoch_of_step * steps_per_epoch} of the epoch)"
+            )
+        raise TrainingDiverged(
+            f"loss is {bad_loss.item() if step else 'not finite'} {where}; the last good "
+            f"checkpoint in {checkpoints} is kept"
+        )
+
     while state.step < total_steps:
         epoch = state.step // steps_per_epoch
         order = epoch_permutation(len(train_chunks), config.seed, epoch)
@@ -428,12 +449,11 @@ def _train(
                 if config.grad_clip > 0
                 else torch.zeros(())
             )
-            if not torch.isfinite(step_loss).item():
-                raise TrainingDiverged(
-                    f"loss is {step_loss.item()} at step {state.step + 1} (epoch {epoch + 1}, "
-                    f"batch {step_in_epoch + 1} of the epoch); the last good checkpoint in "
-                    f"{checkpoints} is kept"
-                )
+            # Remembered on the device, checked before anything is logged or saved: a per-step
+            # .item() would make the CPU wait for the GPU at every step.
+            diverged = (first_bad == 0) & ~torch.isfinite(step_loss)
+            first_bad = torch.where(diverged, state.step + 1, first_bad)
+            bad_loss = torch.where(diverged, step_loss, bad_loss)
             lr = scheduler.get_last_lr()[0]
             scaler.step(optimizer)
             scaler.update()
@@ -448,6 +468,7 @@ def _train(
             bar.update(1)
 
             if state.step % config.log_every == 0 or state.step == epoch_end:
+                check_finite()
                 keys = sorted(window)
                 means = context.mean(torch.stack([window[k] for k in keys])) / window_steps
                 elapsed = time.perf_counter() - window_start
@@ -471,9 +492,14 @@ def _train(
                 and state.step % config.checkpoint_every == 0
                 and not at_boundary
             ):
+                check_finite()
+                paused = time.perf_counter()
                 save_checkpoint()
+                window_start += time.perf_counter() - paused  # not training time
 
         # --- end of an epoch (or of max_steps): validate, keep the best, checkpoint -------------
+        check_finite()
+        paused = time.perf_counter()
         scores = validate()
         completed = state.step / steps_per_epoch
         record = {"kind": "val", "step": state.step, "epoch": round(completed, 4), **scores}
@@ -506,6 +532,7 @@ def _train(
                 )
         save_checkpoint()
         context.barrier()
+        window_start += time.perf_counter() - paused  # validation and export are not training
     bar.close()
     metrics.close()
 
