@@ -212,7 +212,9 @@ def test_stale_or_truncated_cache_is_rebuilt(
             cache_dir=str(tmp_path / "cache"),
         )
     )
-    assert int(np.load(tmp_path / "cache" / "filled.npy").sum()) == 3 * STUDENT_SETTINGS["batch_size"]
+    assert (
+        int(np.load(tmp_path / "cache" / "filled.npy").sum()) == 3 * STUDENT_SETTINGS["batch_size"]
+    )
     assert json.loads((tmp_path / "cache" / "meta.json").read_text())["key"] == meta["key"]
     # Other teacher weights make another key: the old cache is not read.
     distill(

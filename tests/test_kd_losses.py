@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -130,6 +131,21 @@ def naive_next_token_ce(logits: torch.Tensor, ids: torch.Tensor) -> float:
             total -= naive_log_softmax(data[b][i])[int(ids[b, i + 1])]
             count += 1
     return total / count
+
+
+def assert_gradient_matches_finite_differences(
+    objective: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor, eps: float = 1e-6
+) -> None:
+    """Autograd's gradient of a scalar ``objective`` at ``point`` against central differences."""
+    leaf = point.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(leaf), leaf)
+    numeric = torch.zeros_like(point)
+    for index in range(point.numel()):
+        plus, minus = point.clone(), point.clone()
+        plus.view(-1)[index] += eps
+        minus.view(-1)[index] -= eps
+        numeric.view(-1)[index] = (objective(plus) - objective(minus)) / (2 * eps)
+    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -418,16 +434,7 @@ def test_chunked_dense_kl_gradient_matches_finite_differences(direction: str):
     def objective(s: torch.Tensor) -> torch.Tensor:
         return (chunked_dense_kl(teacher_lp, s, 2.0, direction, chunk_rows=3) * weights).sum()  # type: ignore[arg-type]
 
-    leaf = student.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(objective(leaf), leaf)
-    eps = 1e-6
-    numeric = torch.zeros_like(student)
-    for index in range(student.numel()):
-        plus, minus = student.clone(), student.clone()
-        plus.view(-1)[index] += eps
-        minus.view(-1)[index] -= eps
-        numeric.view(-1)[index] = (objective(plus) - objective(minus)) / (2 * eps)
-    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
+    assert_gradient_matches_finite_differences(objective, student)
     got = chunked_dense_kl(teacher_lp, student, 2.0, direction)  # type: ignore[arg-type]
     assert_close(got, dense_kl(teacher_lp, student, 2.0, direction))  # type: ignore[arg-type]
 
@@ -484,16 +491,7 @@ def test_chunked_sparse_kl_gradient_matches_finite_differences():
     def objective(s: torch.Tensor) -> torch.Tensor:
         return (chunked_sparse_kl(indices, top_lp, rest, s, 2.0, chunk_rows=3) * weights).sum()
 
-    leaf = student.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(objective(leaf), leaf)
-    eps = 1e-6
-    numeric = torch.zeros_like(student)
-    for index in range(student.numel()):
-        plus, minus = student.clone(), student.clone()
-        plus.view(-1)[index] += eps
-        minus.view(-1)[index] -= eps
-        numeric.view(-1)[index] = (objective(plus) - objective(minus)) / (2 * eps)
-    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
+    assert_gradient_matches_finite_differences(objective, student)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -302,14 +302,17 @@ class _ChunkedDenseKL(torch.autograd.Function):
                 # d/dz_j sum_v p_s,v (log p_s,v - log p_t,v) = p_s,j (log p_s,j - log p_t,j - KL) / T
                 g = _kl_terms(log_s, log_t) - p_s * kl.unsqueeze(-1)
             grad[start:stop] = g / temperature
-        ctx.grad = grad
-        ctx.chunk_rows = chunk_rows
-        ctx.student_shape = student_logits.shape
+        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
         return out.reshape(student_logits.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         return None, _scale_stored_grad(ctx, grad_output, "chunked_dense_kl"), None, None, None
+
+
+def _keep_for_backward(ctx: Any, grad: Tensor | None, chunk_rows: int, shape: torch.Size) -> None:
+    """Store the gradient a chunked KL computed in forward (None: no gradient was needed)."""
+    ctx.grad, ctx.chunk_rows, ctx.student_shape = grad, chunk_rows, shape
 
 
 def _scale_stored_grad(ctx: Any, grad_output: Tensor, name: str) -> Tensor:
@@ -412,9 +415,7 @@ class _ChunkedSparseKL(torch.autograd.Function):
             q.mul_((c - ratio).unsqueeze(-1))
             q.scatter_(-1, index, q_top * c.unsqueeze(-1) - p_top)
             grad[start:stop] = q.div_(temperature)
-        ctx.grad = grad
-        ctx.chunk_rows = chunk_rows
-        ctx.student_shape = student_logits.shape
+        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
         return out.reshape(student_logits.shape[:-1])
 
     @staticmethod
