@@ -11,9 +11,10 @@ log-probabilities at temperature T, and the log of the mass left outside them. T
 the float16 rounding of the top-k values).
 
 Only the chunks a run reads are computed: a run stopped by ``max_steps`` after a third of an epoch
-costs a third of the full build. The arrays always have room for every chunk (a file of zeros
-never written takes no disk space on the usual filesystems) and ``filled.npy`` says which chunks
-hold numbers; a later run that reads other chunks (more steps, another seed) computes only those
+costs a third of the full build. The arrays always have room for every chunk (created sparse, but
+scattered rows written through the memory map make ext4 allocate most of the file: 81% of it for a
+quarter of the chunks in a check here, so budget the full size) and ``filled.npy`` says which
+chunks hold numbers; a later run that reads other chunks (more steps, another seed) computes only those
 and adds them, and a lookup of a chunk that is not filled is an error, never a read of zeros.
 
 Layout: a folder holding four ``.npy`` files, memory-mapped when read, and ``meta.json``:
