@@ -153,6 +153,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"pairs:   {result.pairs_path}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from tinyminds.evaluation.compare import compare
+
+    files = compare([Path(path) for path in args.results], Path(args.out), args.against_first)
+    print(files.markdown)
+    print(f"table:  {files.markdown_path}")
+    print(f"tests:  {files.json_path}")
+    print(f"chart:  {files.png_path}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from tinyminds.demo import run_demo
 
@@ -317,6 +327,31 @@ def _parser() -> argparse.ArgumentParser:
         help="score only the first N pairs of each subtask (a quick check)",
     )
     sub.set_defaults(handler=_evaluate)
+
+    sub = command(
+        "compare",
+        "Compare models' evaluation results: scores side by side, the paper's published numbers, "
+        "Wilcoxon signed-rank and rank-sum tests over paired subtask scores, a bar chart.",
+        "tinyminds compare results/gpt2-44m.json results/llama-60m.json results/distilledgpt-44m.json\n"
+        "tinyminds compare results/*.json --against-first --out comparison/",
+    )
+    sub.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="NAME.json files written by tinyminds evaluate (at least 2)",
+    )
+    sub.add_argument(
+        "--out",
+        default="comparison",
+        help="folder for comparison.md, comparison.json and comparison.png (default ./comparison)",
+    )
+    sub.add_argument(
+        "--against-first",
+        action="store_true",
+        help="test each model against the first only (default: every pair)",
+    )
+    sub.set_defaults(handler=_compare)
 
     sub = command(
         "demo",
