@@ -166,7 +166,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from tinyminds.demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), Path(args.eval_data) if args.eval_data else None)
 
 
 def _is_main_process() -> bool:
@@ -356,10 +356,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = command(
         "demo",
         "Run the whole pipeline on the embedded Shakespeare corpus with tiny models (a few minutes on a CPU).",
-        "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo",
+        "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo\n"
+        "tinyminds demo --eval-data evaluation_data/",
     )
     sub.add_argument(
         "--out", default="tinyminds-demo", help="output folder (default ./tinyminds-demo)"
+    )
+    sub.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        help="BabyLM evaluation_data/ folder for the evaluation stage (default: "
+        "$TINYMINDS_EVAL_DATA, then OUT/evaluation_data/; the stage is skipped, with a note, "
+        "where there is none)",
     )
     sub.set_defaults(handler=_demo)
     return parser
