@@ -153,10 +153,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"pairs:   {result.pairs_path}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from tinyminds.evaluation.compare import compare
+
+    files = compare([Path(path) for path in args.results], Path(args.out), args.against_first)
+    print(files.markdown)
+    print(f"table:  {files.markdown_path}")
+    print(f"tests:  {files.json_path}")
+    print(f"chart:  {files.png_path}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from tinyminds.demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), Path(args.eval_data) if args.eval_data else None)
 
 
 def _is_main_process() -> bool:
@@ -319,12 +329,45 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=_evaluate)
 
     sub = command(
+        "compare",
+        "Compare models' evaluation results: scores side by side, the paper's published numbers, "
+        "Wilcoxon signed-rank and rank-sum tests over paired subtask scores, a bar chart.",
+        "tinyminds compare results/gpt2-44m.json results/llama-60m.json results/distilledgpt-44m.json\n"
+        "tinyminds compare results/*.json --against-first --out comparison/",
+    )
+    sub.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="NAME.json files written by tinyminds evaluate (at least 2)",
+    )
+    sub.add_argument(
+        "--out",
+        default="comparison",
+        help="folder for comparison.md, comparison.json and comparison.png (default ./comparison)",
+    )
+    sub.add_argument(
+        "--against-first",
+        action="store_true",
+        help="test each model against the first only (default: every pair)",
+    )
+    sub.set_defaults(handler=_compare)
+
+    sub = command(
         "demo",
         "Run the whole pipeline on the embedded Shakespeare corpus with tiny models (a few minutes on a CPU).",
-        "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo",
+        "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo\n"
+        "tinyminds demo --eval-data evaluation_data/",
     )
     sub.add_argument(
         "--out", default="tinyminds-demo", help="output folder (default ./tinyminds-demo)"
+    )
+    sub.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        help="BabyLM evaluation_data/ folder for the evaluation stage (default: "
+        "$TINYMINDS_EVAL_DATA, then OUT/evaluation_data/; the stage is skipped, with a note, "
+        "where there is none)",
     )
     sub.set_defaults(handler=_demo)
     return parser
