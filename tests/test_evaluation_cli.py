@@ -84,10 +84,12 @@ def eval_data(tmp_path: Path) -> Path:
 def test_unknown_task_is_one_line_with_the_known_names(
     eval_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["evaluate", str(tmp_path), "--tasks", "blimp,glue", "--data", str(eval_data)]) == 2
+    command = ["evaluate", str(tmp_path), "--tasks", "blimp,superglue", "--data", str(eval_data)]
+    assert main(command) == 2
     err = capsys.readouterr().err
     assert err == (
-        "tinyminds evaluate: error: unknown task 'glue'; known tasks: blimp, supplement, ewok\n"
+        "tinyminds evaluate: error: unknown task 'superglue'; known tasks: blimp, supplement, "
+        "ewok, glue\n"
     )
 
 

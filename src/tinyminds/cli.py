@@ -147,10 +147,16 @@ def _evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         max_items=args.max_items,
+        epochs=args.epochs,
+        max_train_examples=args.max_train_examples,
+        glue_batch_size=args.glue_batch_size,
     )
     print(report(result.summary))
     print(f"results: {result.json_path}")
-    print(f"pairs:   {result.pairs_path}")
+    if result.summary["pairs_file"]:
+        print(f"pairs:   {result.pairs_path}")
+    if result.predictions_path:
+        print(f"GLUE predictions: {result.predictions_path}")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -279,8 +285,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command(
         "evaluate",
-        "Score a causal LM folder on BLiMP, the BLiMP supplement and EWoK (zero-shot minimal pairs).",
+        "Score a causal LM folder on BLiMP, the BLiMP supplement and EWoK (zero-shot minimal pairs), "
+        "and on GLUE by LoRA fine-tuning.",
         "tinyminds evaluate runs/gpt2-44m/model --data evaluation_data/\n"
+        "tinyminds evaluate runs/gpt2-44m/model --tasks blimp,glue --data evaluation_data/ --device cuda\n"
+        "tinyminds evaluate runs/gpt2-44m/model --tasks glue --data evaluation_data/ --epochs 2 "
+        "--max-train-examples 256\n"
         "tinyminds evaluate runs/gpt2-44m/model --tasks blimp --data evaluation_data/ --max-items 20\n"
         "tinyminds evaluate my_model/ --tasks ewok --data ewok_filtered/physical-relations.jsonl\n"
         "tinyminds evaluate runs/llama-60m/model --data evaluation_data/ --out results/ --device cuda",
@@ -291,7 +301,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--tasks",
         default="blimp,supplement,ewok",
-        help="comma-separated: blimp, supplement, ewok (default all three)",
+        help="comma-separated: blimp, supplement, ewok, glue (default blimp,supplement,ewok; glue "
+        "fine-tunes a LoRA classifier per task: hours on a CPU)",
     )
     sub.add_argument(
         "--data",
@@ -299,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PATH",
         help="BabyLM evaluation_data/ folder (holding blimp_filtered/, supplement_filtered/, "
-        "ewok_filtered/), a task folder or a .jsonl file; repeat for several",
+        "ewok_filtered/, glue_filtered/), a task folder or a .jsonl file; repeat for several",
     )
     sub.add_argument(
         "--out",
@@ -325,6 +336,18 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="score only the first N pairs of each subtask (a quick check)",
+    )
+    sub.add_argument(
+        "--epochs", type=int, metavar="N", help="GLUE: fine-tune N epochs instead of 32"
+    )
+    sub.add_argument(
+        "--max-train-examples",
+        type=int,
+        metavar="N",
+        help="GLUE: train on a seeded random N examples of each training file (a quick check)",
+    )
+    sub.add_argument(
+        "--glue-batch-size", type=int, metavar="N", help="GLUE: N examples per step instead of 64"
     )
     sub.set_defaults(handler=_evaluate)
 

@@ -4,8 +4,10 @@ Per model: ``NAME.json`` (every subtask's accuracy, n and ties; each task's unwe
 its subtasks, as BabyLM reports it; model, parameter count, SHA-256 of every data file, version,
 device, time) and ``NAME.pairs.jsonl`` (one line per pair with both scores, for paired comparisons
 later). The pair file holds scores and indices only, never text, so EWoK's licensed items cannot
-leak through it. Both files are rewritten atomically (temporary file + rename) after every finished
-task: an error or an interruption in a later task keeps the earlier tasks' results.
+leak through it. With GLUE, the JSON gains a ``glue`` section (see `glue.run_glue`) and
+``NAME.glue.jsonl`` holds every valid example's label and prediction (task, index; no text). All
+files are rewritten atomically (temporary file + rename) after every finished task (every GLUE task
+too): an error or an interruption in a later task keeps the earlier tasks' results.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinyminds.evaluation.glue_tasks import GLUE_TASKS
 from tinyminds.evaluation.tasks import TASKS
 
 
@@ -127,15 +130,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class ResultsWriter:
-    """Keeps ``NAME.json`` and ``NAME.pairs.jsonl`` in ``out_dir`` up to date, task by task."""
+    """Keeps ``NAME.json`` and ``NAME.pairs.jsonl`` (and ``NAME.glue.jsonl`` with GLUE) in
+    ``out_dir`` up to date, task by task."""
 
     def __init__(self, out_dir: Path, name: str, header: dict[str, Any], planned: list[str]):
         self.out_dir = out_dir
         self.json_path = out_dir / f"{name}.json"
         self.pairs_path = out_dir / f"{name}.pairs.jsonl"
+        self.predictions_path = out_dir / f"{name}.glue.jsonl"
         self.header = header
         self.planned = planned
         self.tasks: dict[str, TaskResult] = {}
+        self.glue: dict[str, Any] | None = None
 
     def add(self, result: TaskResult) -> None:
         """Record a finished task and rewrite both files (atomically) with every task so far."""
@@ -147,17 +153,31 @@ class ResultsWriter:
         _write_atomic(self.pairs_path, pairs)
         _write_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
 
+    def add_glue(self, section: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
+        """Record the GLUE section so far and every prediction; rewrite the JSON and predictions."""
+        self.glue = {**section, "predictions_file": self.predictions_path.name}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.predictions_path, "".join(json.dumps(p) + "\n" for p in predictions))
+        _write_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+
     def summary(self) -> dict[str, Any]:
         """The JSON document: the header, every finished task, totals, and what is still missing."""
-        return {
+        finished = set(self.tasks)
+        if self.glue is not None and not self.glue["pending"]:
+            finished.add("glue")
+        seconds = sum(task.seconds for task in self.tasks.values())
+        document = {
             **self.header,
-            "complete": all(task in self.tasks for task in self.planned),
-            "pending": [task for task in self.planned if task not in self.tasks],
+            "complete": all(task in finished for task in self.planned),
+            "pending": [task for task in self.planned if task not in finished],
             "ties": sum(task.ties for task in self.tasks.values()),
-            "seconds": round(sum(task.seconds for task in self.tasks.values()), 3),
-            "pairs_file": self.pairs_path.name,
+            "seconds": round(seconds + (self.glue["seconds"] if self.glue else 0.0), 3),
+            "pairs_file": self.pairs_path.name if set(self.planned) - {"glue"} else None,
             "tasks": {name: task.to_json() for name, task in self.tasks.items()},
         }
+        if self.glue is not None:
+            document["glue"] = self.glue
+        return document
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -175,16 +195,66 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def glue_markdown_table(glue: dict[str, Any]) -> str:
+    """The GLUE section as a Markdown table: every task's score beside its majority-class baseline
+    (in percent; MCC times 100 too), missing and pending tasks as such, and the macro average."""
+    lines = [
+        "| GLUE task | metric | score (%) | majority baseline (%) | train examples | best epoch | seconds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, task in glue["tasks"].items():
+        label = GLUE_TASKS[name].label if name in GLUE_TASKS else name
+        metric = {"mcc": "MCC", "f1": "F1"}.get(task["metric"], task["metric"])
+        baseline = "" if task["baseline"] is None else f"{100 * task['baseline']:.2f}"
+        if task.get("baseline_from") == "valid":
+            baseline += " (valid labels)"
+        if "missing" in task:
+            lines.append(f"| {label} | {metric} | missing: {task['missing']} | {baseline} | | | |")
+        elif "score" not in task:
+            lines.append(f"| {label} | {metric} | pending | {baseline} | | | |")
+        elif "model" in task:
+            lines.append(
+                f"| {label} | {metric} | {100 * task['score']:.2f} | {baseline} | "
+                f"({task['model']} model) | {task['best_epoch']} | |"
+            )
+        else:
+            lines.append(
+                f"| {label} | {metric} | {100 * task['score']:.2f} | {baseline} | "
+                f"{task['train_examples']:,} of {task['train_file_examples']:,} | "
+                f"{task['best_epoch']} of {task['epochs']} | {task['seconds']:.1f} |"
+            )
+    macro = glue["macro"]
+    if macro["score"] is not None:
+        if macro["complete"]:
+            title = f"macro average ({macro['of']} tasks, no CoLA, no MNLI-mm)"
+        else:
+            title = (
+                f"macro average over {macro['covered']} of {macro['of']} tasks only "
+                f"({', '.join(macro['tasks'])})"
+            )
+        lines.append(
+            f"| {title} | | {100 * macro['score']:.2f} | {100 * macro['baseline']:.2f} | | | |"
+        )
+    return "\n".join(lines)
+
+
 def report(summary: dict[str, Any]) -> str:
-    """What `tinyminds evaluate` prints: the model, the prefix token used, and the table."""
+    """What `tinyminds evaluate` prints: the model, the prefix token used, and the tables."""
     model = summary["model"]
     details = [f"{model['parameters']:,} parameters", summary["device"]]
     if summary.get("max_items"):
         details.append(f"at most {summary['max_items']} pairs per subtask")
+    glue = summary.get("glue")
+    if glue and glue["overrides"]:
+        changed = ", ".join(f"{key} {value}" for key, value in glue["overrides"].items())
+        details.append(f"GLUE recipe overridden: {changed}")
     lines = [f"{model['name']} ({', '.join(details)})"]
     used = [task["prefix_token"] for task in summary["tasks"].values() if task["prefix_token"]]
     prefixes = sorted({f"{p['token']} ({p['kind']}, id {p['id']})" for p in used})
     if prefixes:
         lines.append(f"empty contexts conditioned on the prefix token {', '.join(prefixes)}")
-    lines.append(markdown_table(summary))
+    if summary["tasks"]:
+        lines.append(markdown_table(summary))
+    if glue:
+        lines.append(glue_markdown_table(glue))
     return "\n".join(lines)

@@ -42,6 +42,10 @@ TASKS: dict[str, TaskFormat] = {
     "ewok": TaskFormat("ewok_filtered", ("Target1", "Target2", "Context1"), "EWoK"),
 }
 
+FOLDERS = {**{name: fmt.folder for name, fmt in TASKS.items()}, "glue": "glue_filtered"}
+"""Every task `tinyminds evaluate` knows, with its folder in ``evaluation_data/``: the zero-shot
+tasks above and ``glue`` (fine-tuned with LoRA, read by `glue_tasks`)."""
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -66,18 +70,21 @@ class Subtask:
 
 
 def parse_task_names(text: str) -> list[str]:
-    """``"blimp,ewok"`` -> ``["blimp", "ewok"]`` (order kept, duplicates dropped) or a clear error."""
+    """``"blimp,ewok"`` -> ``["blimp", "ewok"]`` (order kept, duplicates dropped) or a clear error.
+
+    Known: the zero-shot tasks of `TASKS` and ``glue`` (fine-tuned, see `glue_tasks`).
+    """
     names: list[str] = []
     for part in text.split(","):
         name = part.strip().lower()
         if not name:
             continue
-        if name not in TASKS:
-            raise UserError(f"unknown task {part.strip()!r}; known tasks: {', '.join(TASKS)}")
+        if name not in FOLDERS:
+            raise UserError(f"unknown task {part.strip()!r}; known tasks: {', '.join(FOLDERS)}")
         if name not in names:
             names.append(name)
     if not names:
-        raise UserError(f"no task given; known tasks: {', '.join(TASKS)}")
+        raise UserError(f"no task given; known tasks: {', '.join(FOLDERS)}")
     return names
 
 
@@ -126,13 +133,13 @@ def check_paths_used(tasks: list[str], paths: list[Path]) -> None:
     if len(tasks) == 1:
         return
     for path in paths:
-        names = {name for task in tasks for name in (task, TASKS[task].folder)}
-        holds_task = path.is_dir() and any((path / TASKS[t].folder).is_dir() for t in tasks)
+        names = {name for task in tasks for name in (task, FOLDERS[task])}
+        holds_task = path.is_dir() and any((path / FOLDERS[t]).is_dir() for t in tasks)
         owner = path.name if path.is_dir() else path.parent.name
         if path.exists() and not holds_task and owner not in names:
             raise UserError(
                 f"{path}: cannot tell which of {', '.join(tasks)} it belongs to; put it in a "
-                f"folder named after the task (e.g. {TASKS[tasks[0]].folder}/) or evaluate one "
+                f"folder named after the task (e.g. {FOLDERS[tasks[0]]}/) or evaluate one "
                 f"task at a time"
             )
 
@@ -193,6 +200,8 @@ def load_task(task: str, paths: list[Path], only_task: bool = False) -> list[Sub
 
 
 def load_tasks(tasks: list[str], paths: list[Path]) -> dict[str, list[Subtask]]:
-    """Read and check the data of every task up front, so a bad file fails before any scoring."""
+    """Read and check the data of every zero-shot task up front, so a bad file fails before any
+    scoring. ``tasks`` may include ``glue``, whose folder then counts as used (`glue_tasks` reads it)."""
     check_paths_used(tasks, paths)
-    return {task: load_task(task, paths, only_task=len(tasks) == 1) for task in tasks}
+    only_task = len(tasks) == 1
+    return {task: load_task(task, paths, only_task) for task in tasks if task in TASKS}

@@ -1,9 +1,11 @@
-"""`tinyminds evaluate`: zero-shot minimal-pair evaluation of a causal LM folder (SPEC §4).
+"""`tinyminds evaluate`: zero-shot minimal-pair evaluation of a causal LM folder (SPEC §4), and
+GLUE by LoRA fine-tuning (`glue`) when asked for.
 
 Everything that can be checked cheaply is checked before the model is loaded and before the first
-task is scored: the model folder and its tokenizer, every data file (JSON, fields), the prefix
-token. Then each task is scored in one batched pass over all its subtasks (better batches than one
-pass per file) and its results are written as soon as it is done.
+task is scored: the model folder and its tokenizer, every data file (JSON, fields, GLUE labels), the
+prefix token, GLUE's padding token. Then each zero-shot task is scored in one batched pass over all
+its subtasks (better batches than one pass per file) and its results are written as soon as it is
+done; GLUE's are written after every fine-tuned task.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from transformers.utils import logging as hf_logging
 from tinyminds import __version__
 from tinyminds.console import info
 from tinyminds.errors import UserError
+from tinyminds.evaluation.glue_tasks import load_glue, unrecognised_files
 from tinyminds.evaluation.results import ResultsWriter, TaskResult, subtask_result
 from tinyminds.evaluation.scoring import needs_prefix, pair_requests, prefix_token, score_requests
 from tinyminds.evaluation.tasks import TASKS, Subtask, load_tasks
@@ -36,6 +39,8 @@ class Evaluation:
     summary: dict[str, Any]
     json_path: Path
     pairs_path: Path
+    predictions_path: Path | None = None
+    """GLUE's per-example predictions (None without GLUE)."""
 
 
 def _one_line(error: Exception) -> str:
@@ -171,23 +176,50 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     max_items: int | None = None,
+    epochs: int | None = None,
+    max_train_examples: int | None = None,
+    glue_batch_size: int | None = None,
 ) -> Evaluation:
-    """Evaluate the causal LM in ``model_dir`` on ``tasks`` read from ``data``; write the results."""
+    """Evaluate the causal LM in ``model_dir`` on ``tasks`` read from ``data``; write the results.
+
+    ``epochs``, ``max_train_examples`` and ``glue_batch_size`` override GLUE's recipe (a quick
+    check on a CPU); they are recorded in the results.
+    """
     check_model_folder(model_dir)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if max_items is not None and max_items < 1:
         raise UserError(f"--max-items must be at least 1, got {max_items}")
+    glue_overrides = {
+        "epochs": epochs,
+        "max_train_examples": max_train_examples,
+        "batch_size": glue_batch_size,
+    }
+    for key, value in glue_overrides.items():
+        option = "--glue-batch-size" if key == "batch_size" else f"--{key.replace('_', '-')}"
+        if value is not None and "glue" not in tasks:
+            raise UserError(f"{option} applies to GLUE fine-tuning only; add glue to --tasks")
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
     name = name or model_name(model_dir)
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise UserError(f"--name {name!r} cannot be a file name; use letters, digits, - and _")
     data_by_task = load_tasks(tasks, data)
+    glue_data = load_glue(data, only_task=len(tasks) == 1) if "glue" in tasks else None
+    if glue_data is not None:
+        for file in unrecognised_files(glue_data.folder):
+            info(f"glue: {glue_data.folder / file} is not a known GLUE task's file; ignored")
     target = resolve_device(device)
     tokenizer = load_tokenizer(model_dir)
     for task, subtasks in data_by_task.items():  # refuse a tokenizer without prefix token now
         if needs_prefix([pair for subtask in subtasks for pair in subtask.pairs]):
             prefix = prefix_token(tokenizer, model_dir)
             info(f"{task}: empty contexts are conditioned on the prefix token {prefix.describe()}")
+    if glue_data is not None:
+        from tinyminds.evaluation import glue  # peft and the fine-tuning code: only when asked
+
+        glue.pad_token_id(tokenizer, model_dir)  # refuse a tokenizer that cannot pad, now
+        recipe = glue.GlueRecipe(**{k: v for k, v in glue_overrides.items() if v is not None})
     model = load_causal_lm(model_dir, target)
     header = {
         "model": _model_record(model_dir, name, model),
@@ -198,7 +230,11 @@ def evaluate(
         "max_items": max_items,
     }
     writer = ResultsWriter(out_dir, name, header, tasks)
-    for task, subtasks in data_by_task.items():
+    for task in tasks:
+        if task == "glue":
+            glue.run_glue(model_dir, tokenizer, glue_data, recipe, target, writer.add_glue)
+            continue
+        subtasks = data_by_task[task]
         info(
             f"{task}: {len(subtasks)} subtasks, "
             f"{sum(len(s.pairs[:max_items]) for s in subtasks):,} pairs"
@@ -209,4 +245,5 @@ def evaluate(
             f"{task}: {100 * result.accuracy:.2f}% ({TASKS[task].label}, mean of "
             f"{len(result.subtasks)} subtasks), {result.ties} ties, {result.seconds:.1f} s"
         )
-    return Evaluation(writer.summary(), writer.json_path, writer.pairs_path)
+    predictions = writer.predictions_path if glue_data is not None else None
+    return Evaluation(writer.summary(), writer.json_path, writer.pairs_path, predictions)
