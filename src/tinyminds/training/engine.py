@@ -274,9 +274,11 @@ def _train(
             )
         )
     trainable: list[nn.Module] = [model]
+    objective_params: list[nn.Parameter] = []
     if isinstance(objective, nn.Module):  # objectives may own parameters (e.g. projection heads)
         objective.to(device)
         trainable.append(objective)
+        objective_params = [p for p in objective.parameters() if p.requires_grad]
     torch.manual_seed(config.seed + 1000 * context.rank)  # dropout streams differ per process
     groups = [g for module in trainable for g in _param_groups(module, config.weight_decay)]
     trainable_params = [p for g in groups for p in g["params"]]
@@ -443,6 +445,10 @@ def _train(
                 step_loss += output.loss.detach() / accum
                 for key, value in output.metrics.items():
                     window[key] += value / accum
+            if context.enabled:  # DDP averages the model's gradients; an objective's, here
+                for param in objective_params:
+                    if param.grad is not None:
+                        param.grad.copy_(context.mean(param.grad))
             scaler.unscale_(optimizer)
             grad_norm = (
                 nn.utils.clip_grad_norm_(trainable_params, config.grad_clip)
