@@ -72,6 +72,8 @@ class TrainConfig:
     """Also log to Weights & Biases (needs the wandb package)."""
     wandb_project: str = "tinyminds"
     """W&B project name."""
+    mask_prob: float = 0.15
+    """Masked LMs (electra-*) only: share of positions selected for prediction (80% become [MASK], 10% a random token, 10% stay)."""
 
     @property
     def effective_batch(self) -> int:
