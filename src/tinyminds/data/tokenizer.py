@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from tinyminds.errors import UserError
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+MASK = "[MASK]"
+"""The masked-LM generator's extra token (MATE-KD): appended after the shared vocabulary."""
 
 
 def train_tokenizer(
@@ -62,6 +65,33 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
     if not (folder / "tokenizer.json").is_file():
         raise UserError(f"{folder}: no tokenizer.json (not a tokenizer or model folder)")
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def with_mask_token(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """``tokenizer`` plus a ``[MASK]`` special token with the next free id (the masked LM's).
+
+    Every existing id keeps its meaning (the token is appended, nothing is re-trained), so the
+    generator, the teachers and the student read the same ids; only the generator knows id
+    ``len(tokenizer)``. Refuses a vocabulary where ``[MASK]`` already exists as a plain token.
+    """
+    if MASK in tokenizer.get_vocab():
+        raise UserError(f"the tokenizer already has a token {MASK!r}; it cannot gain a new one")
+    size = len(tokenizer)
+    tokenizer.add_special_tokens({"mask_token": MASK})
+    assert tokenizer.mask_token_id == size, "[MASK] must come after every other id"
+    return tokenizer
+
+
+def load_mlm_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
+    """The tokenizer saved in ``folder`` plus ``[MASK]`` (what a masked-LM model folder holds)."""
+    return with_mask_token(load_tokenizer(folder))
+
+
+def mlm_tokenizer_hash(folder: Path) -> str:
+    """`tokenizer_hash` of the tokenizer in ``folder`` once it has gained ``[MASK]``."""
+    with tempfile.TemporaryDirectory() as temporary:
+        load_mlm_tokenizer(folder).save_pretrained(temporary)
+        return tokenizer_hash(Path(temporary))
 
 
 def tokenizer_hash(folder: Path) -> str:

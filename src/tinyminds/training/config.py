@@ -72,6 +72,8 @@ class TrainConfig:
     """Also log to Weights & Biases (needs the wandb package)."""
     wandb_project: str = "tinyminds"
     """W&B project name."""
+    mask_prob: float = 0.15
+    """Masked LMs (electra-*) only: share of positions selected for prediction (80% become [MASK], 10% a random token, 10% stay)."""
 
     @property
     def effective_batch(self) -> int:
@@ -106,3 +108,17 @@ class DistillConfig(TrainConfig):
     """Where the teacher cache lives (default: DATA/teacher-cache/KEY, shared by every run with the same teachers)."""
     cache_batch_size: int = 64
     """Chunks per teacher forward pass while building the cache or running teachers online for validation."""
+    objective: Literal["kd", "contrastive"] = "kd"
+    """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M; the teachers run online, so teacher_cache must be false)."""
+    ce_weight: float = 0.39
+    """objective=contrastive: weight of the student's cross-entropy (paper: 0.39)."""
+    kd_weight: float = 0.39
+    """objective=contrastive: weight of the T^2-scaled KL to the teachers' ensemble (paper: 0.39)."""
+    contrastive_weight: float = 0.22
+    """objective=contrastive: weight of the N-pair (InfoNCE) term (paper: 0.22; the authors' code used 0.1 through a bug)."""
+    contrastive_representation: Literal["hidden", "logits"] = "hidden"
+    """objective=contrastive: hidden: mean-pooled last hidden states, the student's mapped to each teacher's width by a learned linear projection (the paper's text); logits: sequence-averaged logits, no projection (the authors' code)."""
+    contrastive_similarity: Literal["cosine", "dot"] = "cosine"
+    """objective=contrastive: similarity of two representations: cosine (InfoNCE) or the plain dot product (Sohn's N-pair loss)."""
+    contrastive_temperature: float = 0.1
+    """objective=contrastive: the similarities are divided by this before the softmax over the batch (not given by the paper; chosen here)."""

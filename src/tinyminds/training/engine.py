@@ -29,7 +29,7 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 from transformers.utils import logging as hf_logging
 
 from tinyminds import __version__
@@ -42,7 +42,12 @@ from tinyminds.data.chunks import (
     load_prepared,
     validation_subset,
 )
-from tinyminds.data.tokenizer import load_tokenizer, tokenizer_hash
+from tinyminds.data.tokenizer import (
+    load_mlm_tokenizer,
+    load_tokenizer,
+    mlm_tokenizer_hash,
+    tokenizer_hash,
+)
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training import checkpoint
@@ -50,6 +55,7 @@ from tinyminds.training.config import TrainConfig
 from tinyminds.training.distributed import DistContext
 from tinyminds.training.metrics import MetricsLog
 from tinyminds.training.objectives import Batch, CausalLMObjective, Objective, SetupContext
+from tinyminds.training.objectives.mlm import MLMObjective
 from tinyminds.training.schedule import cosine_with_warmup
 
 
@@ -118,18 +124,25 @@ def _load_or_build_model(config: TrainConfig, data: PreparedData) -> nn.Module:
         source = Path(config.init_from)
         if not (source / "config.json").is_file():
             raise UserError(f"init_from={source}: not a Hugging Face model folder (no config.json)")
-        check_same_tokenizer(source, data)
-        model = AutoModelForCausalLM.from_pretrained(str(source))
-        if model.config.vocab_size != data.vocab_size:
+        if masked_lm_extra(config):
+            if mlm_tokenizer_hash(data.tokenizer_dir) != tokenizer_hash(source):
+                raise UserError(f"init_from={source}: its tokenizer is not the data's plus [MASK]")
+        else:
+            check_same_tokenizer(source, data)
+        loader = AutoModelForCausalLM if masked_lm_extra(config) == 0 else AutoModelForMaskedLM
+        model = loader.from_pretrained(str(source))
+        if model.config.vocab_size != data.vocab_size + masked_lm_extra(config):
             raise UserError(
                 f"init_from={source} has a vocabulary of {model.config.vocab_size} tokens, "
                 f"the data {data.folder} {data.vocab_size}"
             )
         return model
-    spec = get_spec(config.model)
-    if not spec.is_causal_lm:
-        raise UserError(f"model {spec.name} is a masked LM; `tinyminds train` trains causal LMs")
-    return build_model(spec, data.vocab_size)
+    return build_model(get_spec(config.model), data.vocab_size + masked_lm_extra(config))
+
+
+def masked_lm_extra(config: TrainConfig) -> int:
+    """1 for a masked LM (its vocabulary is the data's plus ``[MASK]``), 0 for a causal LM."""
+    return 0 if get_spec(config.model).is_causal_lm else 1
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -169,14 +182,21 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> bool:
 
 
 def export_model(
-    model: nn.Module, data: PreparedData, target: Path, info_record: dict[str, Any]
+    model: nn.Module,
+    data: PreparedData,
+    target: Path,
+    info_record: dict[str, Any],
+    masked_lm: bool = False,
 ) -> None:
-    """Save ``model`` + tokenizer as a Hugging Face folder, replacing ``target`` atomically."""
+    """Save ``model`` + tokenizer as a Hugging Face folder, replacing ``target`` atomically.
+
+    A masked LM is saved with the data's tokenizer plus ``[MASK]`` (its vocabulary)."""
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar is only noise
     model.save_pretrained(str(staging))
-    load_tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
+    tokenizer = load_mlm_tokenizer if masked_lm else load_tokenizer
+    tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
     (staging / "tinyminds.json").write_text(
         json.dumps(info_record, indent=2) + "\n", encoding="utf-8"
     )
@@ -194,7 +214,12 @@ def train(
     objective: Objective | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train ``config.model`` on ``config.data`` with ``objective`` (plain cross-entropy by default)."""
+    """Train ``config.model`` on ``config.data`` with ``objective``.
+
+    The default objective is next-token cross-entropy for a causal LM, and masked-token
+    cross-entropy (`MLMObjective`, ``[MASK]`` = the id after the data's vocabulary) for a masked LM
+    such as the MATE-KD generator.
+    """
     started = time.perf_counter()
     if not config.data:
         raise UserError(
@@ -209,7 +234,15 @@ def train(
     )
     context = DistContext.from_env(device_type)
     try:
-        return _train(config, data, objective or CausalLMObjective(), context, resume, started)
+        if objective is None:
+            if masked_lm_extra(config) and not 0.0 < config.mask_prob < 1.0:
+                raise UserError(f"mask_prob must lie between 0 and 1, got {config.mask_prob}")
+            objective = (
+                MLMObjective(data.vocab_size, data.vocab_size, config.mask_prob)
+                if masked_lm_extra(config)
+                else CausalLMObjective()
+            )
+        return _train(config, data, objective, context, resume, started)
     finally:
         context.close()
 
@@ -274,9 +307,11 @@ def _train(
             )
         )
     trainable: list[nn.Module] = [model]
+    objective_params: list[nn.Parameter] = []
     if isinstance(objective, nn.Module):  # objectives may own parameters (e.g. projection heads)
         objective.to(device)
         trainable.append(objective)
+        objective_params = [p for p in objective.parameters() if p.requires_grad]
     torch.manual_seed(config.seed + 1000 * context.rank)  # dropout streams differ per process
     groups = [g for module in trainable for g in _param_groups(module, config.weight_decay)]
     trainable_params = [p for g in groups for p in g["params"]]
@@ -443,6 +478,10 @@ def _train(
                 step_loss += output.loss.detach() / accum
                 for key, value in output.metrics.items():
                     window[key] += value / accum
+            if context.enabled:  # DDP averages the model's gradients; an objective's, here
+                for param in objective_params:
+                    if param.grad is not None:
+                        param.grad.copy_(context.mean(param.grad))
             scaler.unscale_(optimizer)
             grad_norm = (
                 nn.utils.clip_grad_norm_(trainable_params, config.grad_clip)
@@ -507,8 +546,10 @@ def _train(
         metrics.write(record)
         state.validation.append(record)
         state.validated_epochs += 1
+        others = "".join(f", {k} {v:.4f}" for k, v in scores.items() if k != "ce")
         info(
-            f"epoch {completed:.2f}: validation CE {scores['ce']:.4f} (perplexity {record['perplexity']:.1f})"
+            f"epoch {completed:.2f}: validation CE {scores['ce']:.4f} "
+            f"(perplexity {record['perplexity']:.1f}{others})"
         )
         if scores["ce"] < state.best_ce:
             state.best_ce, state.best_epoch = scores["ce"], len(state.validation)
@@ -529,6 +570,7 @@ def _train(
                         "tokenizer_hash": data.tokenizer_hash,
                         "train_text_hash": data.manifest["splits"]["train"]["text_hash"],
                     },
+                    masked_lm=bool(masked_lm_extra(config)),
                 )
         save_checkpoint()
         context.barrier()

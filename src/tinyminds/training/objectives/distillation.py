@@ -12,19 +12,24 @@ keeps the epoch with the best CE.
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig
 
 from tinyminds.console import info
 from tinyminds.data.chunks import load_prepared
 from tinyminds.errors import UserError
+from tinyminds.models.zoo import get_spec
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.engine import TrainResult, train
 from tinyminds.training.objectives.base import (
     Batch,
+    Objective,
     ObjectiveOutput,
     SetupContext,
     causal_lm_cross_entropy,
@@ -106,21 +111,33 @@ class DistillationObjective:
         weights = self.config.teacher_weights or [1.0] * len(self.teachers)
         return [w / sum(weights) for w in weights]
 
-    def ensemble_log_probs(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The teachers' ensemble log-probabilities at temperature T, ``[B, L, V]`` float32."""
+    def run_teachers(self, input_ids: torch.Tensor, hidden_states: bool = False) -> list[Any]:
+        """Each teacher's forward pass (no gradient, the run's autocast): outputs with ``.logits``
+        and, when ``hidden_states``, ``.hidden_states``."""
         autocast = (
             torch.autocast(input_ids.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
             else nullcontext()
         )
         with torch.no_grad(), autocast:
-            logits = [teacher(input_ids=input_ids).logits for teacher in self.teachers]
+            return [
+                teacher(input_ids=input_ids, output_hidden_states=hidden_states)
+                for teacher in self.teachers
+            ]
+
+    def ensemble_of(self, teacher_logits: list[torch.Tensor]) -> torch.Tensor:
+        """The teachers' ensemble log-probabilities at temperature T, ``[B, L, V]`` float32."""
+        with torch.no_grad():
             return ensemble_log_probs(
-                logits,
+                teacher_logits,
                 self.config.temperature,
                 self.config.teacher_weights or None,
                 self.config.ensemble,
             )
+
+    def ensemble_log_probs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The teachers' ensemble log-probabilities for ``input_ids`` (runs the teachers)."""
+        return self.ensemble_of([output.logits for output in self.run_teachers(input_ids)])
 
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
         config = self.config
@@ -173,6 +190,57 @@ def check_distill_config(config: DistillConfig) -> None:
         )
     if config.cache_k < 1:
         raise UserError(f"cache_k must be at least 1, got {config.cache_k}")
+    if not get_spec(config.model).is_causal_lm:
+        raise UserError(
+            f"the student {config.model} is a masked LM; distillation trains causal LMs"
+        )
+    if config.objective == "contrastive":
+        check_contrastive_config(config)
+
+
+def check_contrastive_config(config: DistillConfig) -> None:
+    """objective=contrastive: weights, temperature, batch and the teacher cache."""
+    weights = {
+        "ce_weight": config.ce_weight,
+        "kd_weight": config.kd_weight,
+        "contrastive_weight": config.contrastive_weight,
+    }
+    negative = [f"{k}={v}" for k, v in weights.items() if not v >= 0]
+    if negative:
+        raise UserError(
+            f"objective=contrastive: weights must not be negative: {', '.join(negative)}"
+        )
+    if not any(weights.values()):
+        raise UserError(
+            "objective=contrastive: ce_weight, kd_weight and contrastive_weight are all zero"
+        )
+    if not config.contrastive_temperature > 0:
+        raise UserError(
+            f"contrastive_temperature must be positive, got {config.contrastive_temperature}"
+        )
+    if config.teacher_cache:
+        raise UserError(
+            "objective=contrastive runs the teachers online: the teacher cache holds top-k "
+            "log-probabilities, not the hidden states or whole logits the contrastive term "
+            "compares; set teacher_cache=false"
+        )
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if config.batch_size // world < 2:
+        raise UserError(
+            f"objective=contrastive needs at least 2 sequences per micro-batch and process (the "
+            f"other sequences are the negatives); batch_size={config.batch_size} over {world} "
+            f"process(es) gives {config.batch_size // world}"
+        )
+
+
+def student_width(config: DistillConfig) -> int:
+    """Hidden width of the student (its zoo entry, or the ``init_from`` folder's config)."""
+    if config.init_from:
+        try:
+            return int(AutoConfig.from_pretrained(config.init_from).hidden_size)
+        except (OSError, ValueError) as error:
+            raise UserError(f"init_from={config.init_from}: unreadable config ({error})") from None
+    return get_spec(config.model).hidden
 
 
 def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
@@ -185,6 +253,13 @@ def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
     data = load_prepared(Path(config.data))
     student = config.init_from or config.model
     teachers = load_teachers(config.teachers, data, student)
-    return train(
-        config, objective=DistillationObjective(teachers, config.teachers, config), resume=resume
-    )
+    objective: Objective = DistillationObjective(teachers, config.teachers, config)
+    if config.objective == "contrastive":
+        from tinyminds.training.objectives.contrastive import ContrastiveObjective
+
+        info(
+            "objective=contrastive: the teachers run online at every step (the teacher cache "
+            "cannot serve the contrastive term's representations)"
+        )
+        objective = ContrastiveObjective(objective, student_width(config), config.seed)
+    return train(config, objective=objective, resume=resume)

@@ -36,6 +36,14 @@ reward the student for whatever it does outside the top-k, or ignore the teacher
 ``r_s`` is computed as ``logsumexp`` over the non-top tokens minus the full ``logsumexp``, never
 as ``1 - sum q_s(i)``, which cancels catastrophically when the top-k hold almost all the mass.
 
+Contrastive term (`info_nce`, ContrastiveLlama-58M). For a batch of ``N`` sequences, teacher
+representations ``t_i`` and student representations ``s_j`` (already in the same space), the N-pair
+loss is InfoNCE with in-batch negatives: ``-mean_i log softmax_j(sim(t_i, s_j) / tau)[i]``; the
+positive of ``t_i`` is ``s_i`` (same input), its ``N - 1`` negatives are the student's
+representations of the other inputs. ``sim`` is the cosine similarity (default) or the dot product
+(Sohn's original N-pair loss, without normalisation). A sequence representation is the mean over
+its positions (`mean_pool`) of the last hidden states or of the logits.
+
 Memory-lean path (`chunked_dense_kl`). On a GPU, the float32 copies of the ``[B, L, V]`` student
 logits and softmax that autograd keeps for the dense KL are the main memory cost of a KD step.
 `chunked_dense_kl` processes the flattened positions in chunks, computes each chunk's KL values
@@ -61,7 +69,9 @@ __all__ = [
     "chunked_sparse_kl",
     "dense_kl",
     "ensemble_log_probs",
+    "info_nce",
     "kd_loss",
+    "mean_pool",
     "reduce_kl",
     "sparse_kl",
 ]
@@ -251,6 +261,46 @@ def reduce_kl(per_position: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "token":
         return per_position.mean()
     raise ValueError(f"reduction must be 'sequence' or 'token', got {reduction!r}")
+
+
+def mean_pool(states: Tensor) -> Tensor:
+    """``[B, L, D]`` -> ``[B, D]``: the mean over positions (chunks have no padding), in float32."""
+    if states.dim() != 3:
+        raise ValueError(f"expected [B, L, D] states, got shape {tuple(states.shape)}")
+    return states.to(_compute_dtype(states)).mean(dim=1)
+
+
+def info_nce(
+    teacher: Tensor,
+    student: Tensor,
+    temperature: float,
+    similarity: Literal["cosine", "dot"] = "cosine",
+) -> Tensor:
+    """N-pair / InfoNCE loss with in-batch negatives between ``[N, D]`` representations.
+
+    Row ``i`` of the ``[N, N]`` score matrix compares teacher ``i`` with every student
+    representation; the loss is the cross-entropy of each row against its diagonal entry, averaged
+    over the ``N`` rows. Needs ``N >= 2`` (with one sequence there is no negative). Computed in
+    float32 (float64 if an input is float64).
+    """
+    _check_temperature(temperature)
+    if teacher.dim() != 2 or teacher.shape != student.shape:
+        raise ValueError(
+            f"expected two [N, D] representations of one shape, got {tuple(teacher.shape)} "
+            f"and {tuple(student.shape)}"
+        )
+    if teacher.shape[0] < 2:
+        raise ValueError("the contrastive loss needs at least 2 sequences (in-batch negatives)")
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+    dtype = _compute_dtype(teacher, student)
+    t, s = teacher.to(dtype), student.to(dtype)
+    if similarity == "cosine":
+        t = torch.nn.functional.normalize(t, dim=-1)
+        s = torch.nn.functional.normalize(s, dim=-1)
+    scores = t @ s.T / temperature
+    targets = torch.arange(scores.shape[0], device=scores.device)
+    return torch.nn.functional.cross_entropy(scores, targets)
 
 
 def kd_loss(ce: Tensor, kl: Tensor, alpha: float, temperature: float) -> Tensor:
