@@ -9,6 +9,7 @@ decision cannot hinge on float rounding.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedM
 from tinyminds.data.tokenizer import BOS, BOS_ID, save_tokenizer, train_tokenizer
 from tinyminds.evaluation.results import decide
 from tinyminds.evaluation.scoring import (
+    PACK_NODES,
+    _packs,
+    _packs_are_exact,
+    _ScoredPositionsOnly,
+    _Sequence,
     build_requests,
     pair_requests,
     prefix_token,
@@ -101,15 +107,23 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-@pytest.mark.parametrize("batch_size", [64, 3])
+@pytest.mark.parametrize(
+    ("batch_size", "share_prefixes", "pack_nodes"),
+    [(64, True, PACK_NODES), (3, True, PACK_NODES), (64, True, 8), (64, False, 0), (3, False, 0)],
+)
 def test_batched_scores_match_the_one_at_a_time_reference(
-    arch: str, batch_size: int, tokenizer
+    arch: str, batch_size: int, share_prefixes: bool, pack_nodes: int, tokenizer
 ) -> None:
+    """Prefix trees (one pack, several packs per pass, packs smaller than one sentence) and plain
+    equal-length batches all give the reference's scores."""
     model = tiny_model(arch)
     prefix = prefix_token(tokenizer)
     assert (prefix.kind, prefix.id) == ("BOS", BOS_ID)
     pairs = PAIRS + EWOK_PAIRS
-    scores = score_requests(model, pair_requests(tokenizer, pairs, prefix), batch_size)
+    requests = pair_requests(tokenizer, pairs, prefix)
+    scores = score_requests(
+        model, requests, batch_size, share_prefixes=share_prefixes, pack_nodes=pack_nodes
+    )
     good, bad = scores[: len(pairs)], scores[len(pairs) :]
 
     def reference(pair: Pair, text: str) -> float:
@@ -206,3 +220,102 @@ def test_sequences_longer_than_the_model_keep_their_last_tokens() -> None:
         log_probs = model(torch.tensor([window[:-1]])).logits.log_softmax(-1)[0]
     expected = sum(float(log_probs[p, window[p + 1]]) for p in range(1, 8))
     assert score == pytest.approx(expected, abs=1e-5)
+
+
+def _sequences(requests: list[tuple[list[int], list[int]]]) -> list[_Sequence]:
+    return [_Sequence(i, tuple(c + x), len(x)) for i, (c, x) in enumerate(requests)]
+
+
+def test_prefix_trees_hold_each_shared_position_once(tokenizer) -> None:
+    prefix = prefix_token(tokenizer)
+    requests = pair_requests(tokenizer, PAIRS, prefix) + build_requests(
+        tokenizer, [(p.context, " " + t) for p in EWOK_PAIRS for t in (p.good, p.bad)], None
+    )
+    sequences = _sequences(requests)
+    inputs = sum(len(s.tokens) - 1 for s in sequences)
+    (pack,) = _packs(sequences, batch_size=64, pack_nodes=10_000)
+    nodes = sum(len(s.tokens) - 1 - shared for s, shared in pack)
+    # Every sentence starts with the prefix token, each EWoK context is shared by two targets.
+    assert nodes < inputs - len(PAIRS) - sum(
+        len(tokenizer(p.context)["input_ids"]) for p in EWOK_PAIRS
+    )
+    # Sorted lexicographically: what a sequence shares with the one before it is in the tree.
+    for (before, _), (after, shared) in itertools.pairwise(pack):
+        assert before.tokens[:shared] == after.tokens[:shared]
+        assert before.tokens[:-1] <= after.tokens[:-1]
+    # Limits: at most `pack_nodes` positions (a longer sequence alone) and `batch_size` sequences.
+    small = _packs(sequences, batch_size=3, pack_nodes=8)
+    assert all(len(p) <= 3 for p in small)
+    for p in small:
+        size = sum(len(s.tokens) - 1 - shared for s, shared in p)
+        assert size <= 8 or len(p) == 1
+
+
+class _NoMaskGPT2(GPT2LMHeadModel):
+    """A model that ignores the attention mask and position ids it is given (as some do)."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        return super().forward(input_ids=input_ids, **kwargs)
+
+
+class _NoPositionsGPT2(GPT2LMHeadModel):
+    """A model whose forward has no ``position_ids`` argument: passing one is a TypeError."""
+
+    def forward(self, input_ids=None, attention_mask=None, use_cache=None):
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize("model_class", [_NoMaskGPT2, _NoPositionsGPT2])
+def test_a_model_ignoring_the_4d_mask_is_scored_without_prefix_sharing(
+    model_class: type[GPT2LMHeadModel], tokenizer
+) -> None:
+    torch.manual_seed(4)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 0.2)
+    requests = pair_requests(tokenizer, PAIRS[:6], prefix_token(tokenizer))
+    head = _ScoredPositionsOnly(model)
+    with torch.inference_mode():
+        assert not _packs_are_exact(
+            model, _sequences(requests), PACK_NODES, head, torch.device("cpu")
+        )
+        good = tiny_model("gpt2")
+        assert _packs_are_exact(
+            good, _sequences(requests), 8, _ScoredPositionsOnly(good), torch.device("cpu")
+        )
+    head.remove()
+    scores = score_requests(model, requests)
+    expected = [reference_score(model, c, x) for c, x in requests]
+    assert scores == pytest.approx(expected, abs=1e-4, rel=0)
+
+
+def test_the_lm_head_sees_the_scored_positions_only(tokenizer) -> None:
+    """EWoK contexts cost no head: it gets one row per distinct scored position."""
+    model = tiny_model("gpt2", seed=5)
+    requests = build_requests(
+        tokenizer, [(p.context, " " + t) for p in EWOK_PAIRS for t in (p.good, p.bad)], None
+    )
+    head_rows: list[int] = []
+    handle = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: head_rows.append(output.shape[-2])
+    )
+    try:
+        plain = score_requests(model, requests, share_prefixes=False)
+        plain_rows = sum(head_rows)
+        head_rows.clear()
+        shared = score_requests(model, requests)
+    finally:
+        handle.remove()
+    # Plain: one row per continuation token. Shared (its check scores 16 sequences both ways
+    # first): the targets after a shared context share no position, so the last pass has as many.
+    assert plain_rows == sum(len(x) for _, x in requests)
+    assert head_rows[-1] <= plain_rows
+    assert shared == pytest.approx(plain, abs=1e-4, rel=0)
+    # Without the hook (a model whose head is not a module) the full logits are used instead.
+    hook = _ScoredPositionsOnly(model)
+    hook.remove()
+    model.get_output_embeddings = lambda: None  # type: ignore[method-assign]
+    assert score_requests(model, requests) == pytest.approx(plain, abs=1e-4, rel=0)

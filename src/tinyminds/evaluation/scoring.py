@@ -2,28 +2,36 @@
 
 A request is a pair of token lists (context, continuation); its score is the sum of the float32
 log-probabilities of the continuation's tokens given everything before them. The official pipeline
-(a fork of lm-evaluation-harness) computes the same sums one sentence at a time; here requests are
-sorted by length (longest first, so a batch holds sequences of similar length and the first batch
-shows at once whether memory suffices), right-padded with an attention mask, and scored many at a
-time. Right padding leaves every real token's positions and attention unchanged, so the sums are
-those of the unpadded sequences up to float rounding (checked against a one-at-a-time reference in
-the tests).
+(a fork of lm-evaluation-harness) computes the same sums one sentence at a time. Here each forward
+pass scores many sequences, and the work they have in common is done once:
 
-Memory: the model is asked for the logits of the last positions only (``logits_to_keep``, where the
-model supports it), and the float32 log-softmax is computed on the positions that are scored,
-gathered out of the logits, never on a full-vocabulary float32 copy of the whole batch.
+* **Shared prefixes** (the default): sequences are sorted lexicographically and packed into prefix
+  trees ("packs") of at most ``PACK_NODES`` tokens; a token position shared by several sequences
+  (the prefix token and " The" of thousands of BLiMP sentences, the common start of a minimal
+  pair, an EWoK context and its two targets) is one node, computed once. A node attends to its
+  ancestors only (a 4D attention mask) at the position it has in its sequences (its depth), so its
+  hidden state is the one the sequence alone would give; the token positions of BLiMP + supplement +
+  EWoK shrink to about half. A model that does not honour a 4D mask and explicit position ids (the
+  check scores a few sequences both ways) is scored the plain way instead.
+* **Plain**: sequences of equal length batched together, no padding and so no attention mask.
+
+Either way the output embedding (the LM head) is applied only at the positions whose next token is
+scored (a forward pre-hook hands it those hidden states only): EWoK contexts and pack padding cost
+no head and no softmax, and the float32 log-softmax never sees a whole batch's logits. The sums
+equal those of the unpadded sequences one at a time up to float rounding (checked against a
+one-at-a-time reference in the tests).
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from tinyminds.console import progress
+from tinyminds.console import info, progress
 from tinyminds.errors import UserError
 from tinyminds.evaluation.tasks import Pair
 
@@ -134,90 +142,347 @@ def model_max_length(model: nn.Module) -> int | None:
     return None
 
 
+PACK_NODES = 128
+"""Token positions per prefix tree. A larger pack shares more, but its positions attend to each
+other densely (masked): on the CPU 128 was fastest for a 128-wide GPT-2 and as fast as 256 and 512
+for GPT2-44M (benchmarks/README.md)."""
+
+CHECK_SEQUENCES = 16
+"""Sequences scored both with and without prefix sharing before a task is scored with it."""
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    """One distinct request as the model reads it."""
+
+    index: int
+    """Its place among the distinct requests."""
+    tokens: tuple[int, ...]
+    """The model's inputs followed by the last target (at most the model's positions + 1 tokens)."""
+    n_scored: int
+    """Its last ``n_scored`` tokens are scored (the continuation, or what truncation left of it)."""
+
+
+@dataclass
+class _Batch:
+    """One forward pass: the model's inputs, and which log-probabilities each sequence sums."""
+
+    sequences: list[int]
+    """The distinct-request index of each sequence in the batch (its slot)."""
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    rows: torch.Tensor
+    columns: torch.Tensor
+    """(rows, columns): the distinct positions whose next-token distribution is needed."""
+    position: torch.Tensor
+    """For each scored token: its position's index in (rows, columns)."""
+    targets: torch.Tensor
+    """For each scored token: its id."""
+    slots: torch.Tensor
+    """For each scored token: the slot of the sequence whose score it adds to."""
+
+
 def score_requests(
     model: nn.Module,
     requests: list[Request],
     batch_size: int = 64,
     description: str = "score",
+    share_prefixes: bool = True,
+    pack_nodes: int = PACK_NODES,
 ) -> list[float]:
     """The sum of the float32 log-probabilities of each request's continuation, in the order given.
 
     The sum itself is taken in float64 (the harness sums in float32): a 60-token sentence then
-    loses no digits to rounding, and scores match a one-at-a-time reference to 1e-4. A sequence longer than the model's positions keeps its last tokens (the harness's left
-    truncation). Identical requests are scored once, so two identical sentences always tie
-    exactly, whatever batch or padding they would have been given.
+    loses no digits to rounding, and scores match a one-at-a-time reference to 1e-4. A sequence
+    longer than the model's positions keeps its last tokens (the harness's left truncation).
+    Identical requests are scored once, so two identical sentences always tie exactly. A forward
+    pass holds at most ``batch_size`` sequences; with ``share_prefixes`` they are packed into
+    prefix trees of about ``pack_nodes`` positions (see the module's docstring).
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
-    limit = model_max_length(model)
-    # Deduplicate: (all tokens, continuation length) identifies a request's score.
-    unique: dict[tuple[tuple[int, ...], int], int] = {}
-    owners: list[int] = []
-    for context, continuation in requests:
-        key = (tuple(context + continuation), len(continuation))
-        owners.append(unique.setdefault(key, len(unique)))
-    keys = list(unique)
-    scores = [0.0] * len(keys)
-
-    # (unique index, input ids, targets, number of scored tokens), longest input first.
-    rows: list[tuple[int, list[int], list[int], int]] = []
-    for index, (tokens, n_continuation) in enumerate(keys):
-        window = list(tokens if limit is None else tokens[-(limit + 1) :])
-        inputs, targets = window[:-1], window[1:]
-        n_scored = min(n_continuation, len(inputs))
-        if n_scored > 0:  # an empty continuation scores 0
-            rows.append((index, inputs, targets, n_scored))
-    rows.sort(key=lambda row: -len(row[1]))
-
+    sequences, owners, n_distinct = _distinct_sequences(model, requests)
+    scores = [0.0] * n_distinct  # an empty continuation scores 0
     device = next(model.parameters()).device
-    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-    bar = progress(len(rows), description, unit="seq")
+    head = _ScoredPositionsOnly(model)
+    bar = progress(len(sequences), description, unit="seq")
     try:
         with torch.inference_mode():
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start : start + batch_size]
-                for (index, *_), total in zip(
-                    batch, _score_batch(model, batch, device, keeps_logits), strict=True
+            if share_prefixes and not _packs_are_exact(model, sequences, pack_nodes, head, device):
+                info(
+                    f"{type(model).__name__} does not honour a 4D attention mask with position "
+                    f"ids; scoring without prefix sharing"
+                )
+                share_prefixes = False
+            batches = (
+                _tree_batches(sequences, batch_size, pack_nodes)
+                if share_prefixes
+                else _plain_batches(sequences, batch_size)
+            )
+            for batch in batches:
+                for index, total in zip(
+                    batch.sequences, _run(model, batch, head, device), strict=True
                 ):
                     scores[index] = total
-                bar.update(len(batch))
+                bar.update(len(batch.sequences))
     finally:
+        head.remove()
         bar.close()
     return [scores[owner] for owner in owners]
 
 
-def _score_batch(
-    model: nn.Module,
-    batch: list[tuple[int, list[int], list[int], int]],
-    device: torch.device,
-    keeps_logits: bool,
+def _distinct_sequences(
+    model: nn.Module, requests: list[Request]
+) -> tuple[list[_Sequence], list[int], int]:
+    """The distinct non-empty sequences, which distinct request each request is, and how many.
+
+    (All tokens, continuation length) identifies a request's score.
+    """
+    limit = model_max_length(model)
+    distinct: dict[tuple[tuple[int, ...], int], int] = {}
+    owners = [
+        distinct.setdefault((tuple(context + continuation), len(continuation)), len(distinct))
+        for context, continuation in requests
+    ]
+    sequences = []
+    for index, (tokens, n_continuation) in enumerate(distinct):
+        window = tokens if limit is None else tokens[-(limit + 1) :]
+        n_scored = min(n_continuation, len(window) - 1)
+        if n_scored > 0:
+            sequences.append(_Sequence(index, window, n_scored))
+    return sequences, owners, len(distinct)
+
+
+def _plain_batches(sequences: list[_Sequence], batch_size: int) -> Iterator[_Batch]:
+    """Sequences of one length at a time, longest first: no padding, so no attention mask."""
+    ordered = sorted(sequences, key=lambda s: -len(s.tokens))
+    start = 0
+    while start < len(ordered):
+        length = len(ordered[start].tokens)
+        stop = start + 1
+        while (
+            stop < len(ordered)
+            and stop - start < batch_size
+            and len(ordered[stop].tokens) == length
+        ):
+            stop += 1
+        batch = ordered[start:stop]
+        tokens = torch.tensor([s.tokens for s in batch])
+        rows: list[int] = []
+        columns: list[int] = []
+        for row, sequence in enumerate(batch):
+            rows.extend([row] * sequence.n_scored)
+            columns.extend(range(length - 1 - sequence.n_scored, length - 1))
+        row_index, column_index = torch.tensor(rows), torch.tensor(columns)
+        yield _Batch(
+            sequences=[s.index for s in batch],
+            input_ids=tokens[:, :-1],
+            position_ids=None,
+            attention_mask=None,
+            rows=row_index,
+            columns=column_index,
+            position=torch.arange(len(rows)),
+            targets=tokens[row_index, column_index + 1],
+            slots=row_index,
+        )
+        start = stop
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _packs(
+    sequences: list[_Sequence], batch_size: int, pack_nodes: int
+) -> list[list[tuple[_Sequence, int]]]:
+    """Sequences in lexicographic order of their inputs, cut greedily into prefix trees.
+
+    Each sequence comes with the number of leading inputs it shares with the one before it in its
+    pack: in lexicographic order that is the longest prefix it shares with any earlier one, i.e.
+    the part of it already in the tree. A pack holds at most ``pack_nodes`` distinct positions
+    (unless one sequence alone is longer) and at most ``batch_size`` sequences.
+    """
+    packs: list[list[tuple[_Sequence, int]]] = []
+    current: list[tuple[_Sequence, int]] = []
+    nodes = 0
+    previous: tuple[int, ...] = ()
+    for sequence in sorted(sequences, key=lambda s: s.tokens[:-1]):
+        inputs = sequence.tokens[:-1]
+        shared = _common_prefix(previous, inputs) if current else 0
+        if current and (nodes + len(inputs) - shared > pack_nodes or len(current) == batch_size):
+            packs.append(current)
+            current, nodes, shared = [], 0, 0
+        current.append((sequence, shared))
+        nodes += len(inputs) - shared
+        previous = inputs
+    if current:
+        packs.append(current)
+    return packs
+
+
+def _tree_batches(sequences: list[_Sequence], batch_size: int, pack_nodes: int) -> Iterator[_Batch]:
+    """Packs, as many per forward pass as hold at most ``batch_size`` sequences together."""
+    packs = _packs(sequences, batch_size, pack_nodes)
+    start = 0
+    while start < len(packs):
+        stop, count = start + 1, len(packs[start])
+        while stop < len(packs) and count + len(packs[stop]) <= batch_size:
+            count += len(packs[stop])
+            stop += 1
+        yield _tree_batch(packs[start:stop])
+        start = stop
+
+
+def _tree_batch(packs: list[list[tuple[_Sequence, int]]]) -> _Batch:
+    """One row per pack: its tree's nodes in insertion order (a parent before its children).
+
+    A node's position id is its depth (its position in every sequence through it) and it attends
+    to exactly the nodes on its path from the root, as the same token in the sequence alone
+    attends to the tokens before it. Rows are right-padded; padding nodes attend to themselves.
+    """
+    node_tokens: list[list[int]] = []
+    node_depths: list[list[int]] = []
+    paths: list[list[int]] = []  # per sequence: the node of each of its inputs
+    pack_of: list[int] = []
+    members: list[_Sequence] = []
+    for row, pack in enumerate(packs):
+        tokens: list[int] = []
+        depths: list[int] = []
+        path: list[int] = []
+        for sequence, shared in pack:
+            inputs = sequence.tokens[:-1]
+            path = path[:shared] + list(range(len(tokens), len(tokens) + len(inputs) - shared))
+            tokens.extend(inputs[shared:])
+            depths.extend(range(shared, len(inputs)))
+            paths.append(path)
+            pack_of.append(row)
+            members.append(sequence)
+        node_tokens.append(tokens)
+        node_depths.append(depths)
+    width = max(len(tokens) for tokens in node_tokens)
+    input_ids = torch.tensor([t + [0] * (width - len(t)) for t in node_tokens])
+    position_ids = torch.tensor([d + [0] * (width - len(d)) for d in node_depths])
+
+    # mask[row, node, other]: `other` is on the path from the root to `node` (or is `node`).
+    longest = max(len(path) for path in paths)
+    path_nodes = torch.tensor([path + [-1] * (longest - len(path)) for path in paths])
+    query_depth, key_depth = torch.tril_indices(longest, longest)
+    queries, keys = path_nodes[:, query_depth], path_nodes[:, key_depth]
+    real = queries >= 0
+    rows_of = torch.tensor(pack_of)[:, None].expand_as(queries)
+    mask = torch.zeros(len(packs), width, width, dtype=torch.bool)
+    mask[rows_of[real], queries[real], keys[real]] = True
+    mask[:, torch.arange(width), torch.arange(width)] = True
+
+    rows: list[int] = []
+    columns: list[int] = []
+    targets: list[int] = []
+    slots: list[int] = []
+    for slot, (sequence, path, row) in enumerate(zip(members, paths, pack_of, strict=True)):
+        n = sequence.n_scored
+        rows.extend([row] * n)
+        columns.extend(path[len(path) - n :])
+        targets.extend(sequence.tokens[len(path) - n + 1 :])
+        slots.extend([slot] * n)
+    flat = torch.tensor(rows) * width + torch.tensor(columns)
+    distinct, position = torch.unique(flat, return_inverse=True)  # shared nodes: one head row
+    return _Batch(
+        sequences=[s.index for s in members],
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=mask[:, None],
+        rows=distinct // width,
+        columns=distinct % width,
+        position=position,
+        targets=torch.tensor(targets),
+        slots=torch.tensor(slots),
+    )
+
+
+class _ScoredPositionsOnly:
+    """A forward pre-hook on the model's output embedding that keeps the scored positions only.
+
+    Given the hidden states ``[batch, length, hidden]``, the LM head receives ``[1, positions,
+    hidden]``: the logits then exist for the scored positions only, and whatever the model does
+    after its head (a scaling, a soft cap) still applies. If the head is never called with hidden
+    states of the batch's shape, ``used`` stays False and the full logits are used.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.batch: _Batch | None = None
+        self.rows = self.columns = torch.empty(0, dtype=torch.long)
+        self.used = False
+        get_head = getattr(model, "get_output_embeddings", None)
+        head = get_head() if callable(get_head) else None
+        self.handle = head.register_forward_pre_hook(self) if isinstance(head, nn.Module) else None
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        hidden = args[0] if args else None
+        expected = tuple(self.batch.input_ids.shape) if self.batch is not None else None
+        if not isinstance(hidden, torch.Tensor) or tuple(hidden.shape[:2]) != expected:
+            return None
+        self.used = True
+        return (hidden[self.rows, self.columns].unsqueeze(0), *args[1:])
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def _run(
+    model: nn.Module, batch: _Batch, head: _ScoredPositionsOnly, device: torch.device
 ) -> list[float]:
-    """One forward pass over right-padded sequences; the continuation log-prob sum of each row."""
-    width = max(len(inputs) for _, inputs, _, _ in batch)
-    padded, mask = [], []
-    rows, columns, targets = [], [], []
-    for row, (_, inputs, row_targets, n_scored) in enumerate(batch):
-        length = len(inputs)
-        padded.append(inputs + [0] * (width - length))  # pad id 0: masked out, never scored
-        mask.append([1] * length + [0] * (width - length))
-        rows.extend([row] * n_scored)
-        columns.extend(range(length - n_scored, length))
-        targets.extend(row_targets[length - n_scored :])
-    kwargs: dict[str, object] = {"use_cache": False}  # no key/value cache: one pass, no generation
-    if keeps_logits:
-        # Only positions from the earliest scored one onwards are needed (a long EWoK context
-        # needs no logits): the last `width - first` positions of every row.
-        first = min(columns)
-        kwargs["logits_to_keep"] = width - first
-    input_ids = torch.tensor(padded, device=device)
-    attention_mask = torch.tensor(mask, device=device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-    offset = width - logits.shape[1]
-    row_index = torch.tensor(rows, device=device)
-    column_index = torch.tensor(columns, device=device) - offset
-    target_index = torch.tensor(targets, device=device)
-    selected = logits[row_index, column_index].float()  # [scored tokens, vocab], float32
-    token_log_probs = selected.log_softmax(-1).gather(1, target_index[:, None]).squeeze(1)
-    totals = torch.zeros(len(batch), dtype=torch.float64, device=device)
-    totals.index_add_(0, row_index, token_log_probs.double())
+    """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities."""
+    inputs: dict[str, torch.Tensor | bool] = {
+        "input_ids": batch.input_ids.to(device),
+        "use_cache": False,  # no key/value cache: one pass, no generation
+    }
+    if batch.position_ids is not None:
+        inputs["position_ids"] = batch.position_ids.to(device)
+    if batch.attention_mask is not None:
+        # Additive, as the models' own 4D masks are: eager and SDPA attention both take it.
+        dtype = next(model.parameters()).dtype
+        allowed = batch.attention_mask.to(device)
+        inputs["attention_mask"] = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        inputs["attention_mask"].masked_fill_(~allowed, torch.finfo(dtype).min)
+    rows, columns = batch.rows.to(device), batch.columns.to(device)
+    head.batch, head.rows, head.columns, head.used = batch, rows, columns, False
+    logits = model(**inputs).logits
+    selected = logits[0] if head.used else logits[rows, columns]  # [positions, vocabulary]
+    log_probs = selected.float().log_softmax(-1)
+    token_log_probs = log_probs[batch.position.to(device), batch.targets.to(device)]
+    totals = torch.zeros(len(batch.sequences), dtype=torch.float64, device=device)
+    totals.index_add_(0, batch.slots.to(device), token_log_probs.double())
     return totals.tolist()
+
+
+def _packs_are_exact(
+    model: nn.Module,
+    sequences: list[_Sequence],
+    pack_nodes: int,
+    head: _ScoredPositionsOnly,
+    device: torch.device,
+) -> bool:
+    """Whether the first sequences (in lexicographic order: sharing prefixes) score the same in
+    a pack as alone. A model that ignores a 4D mask or explicit position ids fails this by far
+    more than float rounding; one that refuses them (an error) fails it too."""
+    sample = sorted(sequences, key=lambda s: s.tokens[:-1])[:CHECK_SEQUENCES]
+    if not sample:
+        return True
+    packed: dict[int, float] = {}
+    try:
+        for batch in _tree_batches(sample, len(sample), pack_nodes):
+            packed.update(zip(batch.sequences, _run(model, batch, head, device), strict=True))
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    for batch in _plain_batches(sample, len(sample)):
+        for index, total in zip(batch.sequences, _run(model, batch, head, device), strict=True):
+            if abs(packed[index] - total) > 1e-3:
+                return False
+    return True
