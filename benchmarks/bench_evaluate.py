@@ -64,6 +64,8 @@ Run it (lm-eval needs its own environment; see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -266,6 +268,7 @@ def run_lm_eval(
     max_items: int | None,
     work: Path,
 ) -> dict[str, Any]:
+    import datasets
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -273,6 +276,7 @@ def run_lm_eval(
 
     for name in ("lm-eval", "lm_eval"):  # INFO lines only; never sample text
         logging.getLogger(name).setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
 
     class RecordingHFLM(HFLM):
         """The harness's HFLM, keeping each request's log-likelihood (and nothing of its text)."""
@@ -303,17 +307,19 @@ def run_lm_eval(
     manager_seconds = time.perf_counter() - started
 
     def evaluate(tasks: list[str], limit: int | None) -> dict[str, Any]:
-        return simple_evaluate(
-            model=lm,
-            tasks=tasks,
-            task_manager=manager,
-            num_fewshot=0,
-            limit=limit,
-            bootstrap_iters=0,
-            log_samples=False,
-            cache_requests=False,
-            use_cache=None,
-        )
+        # The harness draws progress bars that no argument turns off (tinyminds' are off too).
+        with contextlib.redirect_stderr(io.StringIO()):
+            return simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                task_manager=manager,
+                num_fewshot=0,
+                limit=limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                cache_requests=False,
+                use_cache=None,
+            )
 
     # Warm-up, untimed: the first pair of every subtask (and the datasets cache of every file).
     evaluate([name for suite in suites for name in names[suite]], 1)
