@@ -364,7 +364,7 @@ def run_lm_eval(
 
 def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """Pair-for-pair agreement of two suites' scores: counts, disagreements, largest differences."""
-    same, disagreements, missing = 0, [], 0
+    same, disagreements, tie_differences, missing = 0, [], [], 0
     largest_score = 0.0  # the largest |tinyminds - lm-eval| over all scores
     for key, (good, bad) in ours["scores"].items():
         if key not in theirs["scores"]:
@@ -372,6 +372,15 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
             continue
         their_good, their_bad = theirs["scores"][key]
         largest_score = max(largest_score, abs(good - their_good), abs(bad - their_bad))
+        if (good == bad) != (their_good == their_bad):
+            tie_differences.append(
+                {
+                    "subtask": key[0],
+                    "index": key[1],
+                    "tinyminds_good_minus_bad": good - bad,
+                    "lm_eval_good_minus_bad": their_good - their_bad,
+                }
+            )
         if (good >= bad) == (their_good >= their_bad):
             same += 1
         else:
@@ -394,6 +403,7 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
         "same_decisions": same,
         "missing_in_lm_eval": missing,
         "disagreements": disagreements,
+        "tie_differences": tie_differences,
         "largest_score_difference": largest_score,
         "subtask_accuracy_differences": accuracy_differences,
     }
@@ -487,12 +497,14 @@ def print_tables(result: dict[str, Any]) -> None:
                 or "none"
             )
         )
-        for item in agreement["disagreements"]:
-            print(
-                f"  disagreement: {suite}/{item['subtask']} #{item['index']}: good - bad = "
-                f"{item['tinyminds_good_minus_bad']:+.6f} (tinyminds), "
-                f"{item['lm_eval_good_minus_bad']:+.6f} (lm-eval)"
-            )
+        for kind in ("disagreements", "tie_differences"):
+            for item in agreement[kind]:
+                print(
+                    f"  {'disagreement' if kind == 'disagreements' else 'tie on one side only'}: "
+                    f"{suite}/{item['subtask']} #{item['index']}: good - bad = "
+                    f"{item['tinyminds_good_minus_bad']:+.3e} (tinyminds), "
+                    f"{item['lm_eval_good_minus_bad']:+.3e} (lm-eval)"
+                )
 
 
 def main(argv: list[str] | None = None) -> None:

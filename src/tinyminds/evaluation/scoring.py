@@ -80,9 +80,23 @@ def needs_prefix(pairs: list[Pair]) -> bool:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, never with special tokens (a Llama tokenizer would add BOS)."""
+    """Token ids of each text, never with special tokens (a Llama tokenizer would add BOS).
+
+    A fast tokenizer's Rust backend is called directly: ``tokenizer(texts)`` runs the same
+    ``encode_batch`` and then builds a `BatchEncoding`, which takes a third of the time on BLiMP.
+    The first texts are encoded both ways, and any difference falls back to the tokenizer itself.
+    """
     if not texts:
         return []
+    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    if backend is not None:
+        ids = [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+        if ids[:8] == _encode_slowly(tokenizer, texts[:8]):
+            return ids
+    return _encode_slowly(tokenizer, texts)
+
+
+def _encode_slowly(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
