@@ -10,8 +10,8 @@ pass scores many sequences, and the work they have in common is done once:
   (the prefix token and " The" of thousands of BLiMP sentences, the common start of a minimal
   pair, an EWoK context and its two targets) is one node, computed once. A node attends to its
   ancestors only (a 4D attention mask) at the position it has in its sequences (its depth), so its
-  hidden state is the one the sequence alone would give; the token positions of BLiMP + supplement +
-  EWoK shrink to about half. A model that does not honour a 4D mask and explicit position ids (the
+  hidden state is the one the sequence alone would give. BLiMP then needs 61% of its token
+  positions, EWoK 47%. A model that does not honour a 4D mask and explicit position ids (the
   check scores a few sequences both ways) is scored the plain way instead.
 * **Plain**: sequences of equal length batched together, no padding and so no attention mask.
 
