@@ -64,6 +64,8 @@ Run it (lm-eval needs its own environment; see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -266,6 +268,7 @@ def run_lm_eval(
     max_items: int | None,
     work: Path,
 ) -> dict[str, Any]:
+    import datasets
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -273,6 +276,7 @@ def run_lm_eval(
 
     for name in ("lm-eval", "lm_eval"):  # INFO lines only; never sample text
         logging.getLogger(name).setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
 
     class RecordingHFLM(HFLM):
         """The harness's HFLM, keeping each request's log-likelihood (and nothing of its text)."""
@@ -303,17 +307,19 @@ def run_lm_eval(
     manager_seconds = time.perf_counter() - started
 
     def evaluate(tasks: list[str], limit: int | None) -> dict[str, Any]:
-        return simple_evaluate(
-            model=lm,
-            tasks=tasks,
-            task_manager=manager,
-            num_fewshot=0,
-            limit=limit,
-            bootstrap_iters=0,
-            log_samples=False,
-            cache_requests=False,
-            use_cache=None,
-        )
+        # The harness draws progress bars that no argument turns off (tinyminds' are off too).
+        with contextlib.redirect_stderr(io.StringIO()):
+            return simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                task_manager=manager,
+                num_fewshot=0,
+                limit=limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                cache_requests=False,
+                use_cache=None,
+            )
 
     # Warm-up, untimed: the first pair of every subtask (and the datasets cache of every file).
     evaluate([name for suite in suites for name in names[suite]], 1)
@@ -358,7 +364,7 @@ def run_lm_eval(
 
 def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """Pair-for-pair agreement of two suites' scores: counts, disagreements, largest differences."""
-    same, disagreements, missing = 0, [], 0
+    same, disagreements, tie_differences, missing = 0, [], [], 0
     largest_score = 0.0  # the largest |tinyminds - lm-eval| over all scores
     for key, (good, bad) in ours["scores"].items():
         if key not in theirs["scores"]:
@@ -366,6 +372,15 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
             continue
         their_good, their_bad = theirs["scores"][key]
         largest_score = max(largest_score, abs(good - their_good), abs(bad - their_bad))
+        if (good == bad) != (their_good == their_bad):
+            tie_differences.append(
+                {
+                    "subtask": key[0],
+                    "index": key[1],
+                    "tinyminds_good_minus_bad": good - bad,
+                    "lm_eval_good_minus_bad": their_good - their_bad,
+                }
+            )
         if (good >= bad) == (their_good >= their_bad):
             same += 1
         else:
@@ -388,6 +403,7 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
         "same_decisions": same,
         "missing_in_lm_eval": missing,
         "disagreements": disagreements,
+        "tie_differences": tie_differences,
         "largest_score_difference": largest_score,
         "subtask_accuracy_differences": accuracy_differences,
     }
@@ -481,12 +497,14 @@ def print_tables(result: dict[str, Any]) -> None:
                 or "none"
             )
         )
-        for item in agreement["disagreements"]:
-            print(
-                f"  disagreement: {suite}/{item['subtask']} #{item['index']}: good - bad = "
-                f"{item['tinyminds_good_minus_bad']:+.6f} (tinyminds), "
-                f"{item['lm_eval_good_minus_bad']:+.6f} (lm-eval)"
-            )
+        for kind in ("disagreements", "tie_differences"):
+            for item in agreement[kind]:
+                print(
+                    f"  {'disagreement' if kind == 'disagreements' else 'tie on one side only'}: "
+                    f"{suite}/{item['subtask']} #{item['index']}: good - bad = "
+                    f"{item['tinyminds_good_minus_bad']:+.3e} (tinyminds), "
+                    f"{item['lm_eval_good_minus_bad']:+.3e} (lm-eval)"
+                )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from tinyminds.evaluation.scoring import (
     _packs_are_exact,
     _ScoredPositionsOnly,
     _Sequence,
+    _tree_batch,
     build_requests,
     pair_requests,
     prefix_token,
@@ -319,3 +320,22 @@ def test_the_lm_head_sees_the_scored_positions_only(tokenizer) -> None:
     hook.remove()
     model.get_output_embeddings = lambda: None  # type: ignore[method-assign]
     assert score_requests(model, requests) == pytest.approx(plain, abs=1e-4, rel=0)
+
+
+def test_a_pack_node_attends_to_its_path_from_the_root_only(tokenizer) -> None:
+    requests = pair_requests(tokenizer, PAIRS, prefix_token(tokenizer)) + build_requests(
+        tokenizer, [(p.context, " " + t) for p in EWOK_PAIRS for t in (p.good, p.bad)], None
+    )
+    sequences = _sequences(requests)
+    batch = _tree_batch(_packs(sequences, batch_size=64, pack_nodes=40))
+    prefixes = {s.tokens[:end] for s in sequences for end in range(1, len(s.tokens))}
+    assert batch.attention_mask is not None and batch.position_ids is not None
+    for row in range(batch.input_ids.shape[0]):
+        tokens, depths = batch.input_ids[row].tolist(), batch.position_ids[row].tolist()
+        mask = batch.attention_mask[row, 0]
+        for node in range(len(tokens)):
+            seen = mask[node].nonzero().flatten().tolist()
+            if seen == [node] and depths[node] == 0 and tokens[node] == 0:
+                continue  # padding (or a root that is token 0): itself only
+            assert [depths[j] for j in seen] == list(range(depths[node] + 1))
+            assert tuple(tokens[j] for j in seen) in prefixes

@@ -10,8 +10,8 @@ pass scores many sequences, and the work they have in common is done once:
   (the prefix token and " The" of thousands of BLiMP sentences, the common start of a minimal
   pair, an EWoK context and its two targets) is one node, computed once. A node attends to its
   ancestors only (a 4D attention mask) at the position it has in its sequences (its depth), so its
-  hidden state is the one the sequence alone would give; the token positions of BLiMP + supplement +
-  EWoK shrink to about half. A model that does not honour a 4D mask and explicit position ids (the
+  hidden state is the one the sequence alone would give. BLiMP then needs 61% of its token
+  positions, EWoK 47%. A model that does not honour a 4D mask and explicit position ids (the
   check scores a few sequences both ways) is scored the plain way instead.
 * **Plain**: sequences of equal length batched together, no padding and so no attention mask.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -79,9 +80,23 @@ def needs_prefix(pairs: list[Pair]) -> bool:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, never with special tokens (a Llama tokenizer would add BOS)."""
+    """Token ids of each text, never with special tokens (a Llama tokenizer would add BOS).
+
+    A fast tokenizer's Rust backend is called directly: ``tokenizer(texts)`` runs the same
+    ``encode_batch`` and then builds a `BatchEncoding`, which takes a third of the time on BLiMP.
+    The first texts are encoded both ways, and any difference falls back to the tokenizer itself.
+    """
     if not texts:
         return []
+    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    if backend is not None:
+        ids = [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+        if ids[:8] == _encode_slowly(tokenizer, texts[:8]):
+            return ids
+    return _encode_slowly(tokenizer, texts)
+
+
+def _encode_slowly(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -340,68 +355,66 @@ def _tree_batches(sequences: list[_Sequence], batch_size: int, pack_nodes: int) 
 
 
 def _tree_batch(packs: list[list[tuple[_Sequence, int]]]) -> _Batch:
-    """One row per pack: its tree's nodes in insertion order (a parent before its children).
+    """One row per pack: its tree's nodes in insertion order, which is depth-first order.
 
     A node's position id is its depth (its position in every sequence through it) and it attends
     to exactly the nodes on its path from the root, as the same token in the sequence alone
-    attends to the tokens before it. Rows are right-padded; padding nodes attend to themselves.
+    attends to the tokens before it. In depth-first order a node's descendants are the nodes after
+    it up to the last one of its subtree, ``last[node]``, so ``node`` attends to ``other`` exactly
+    when ``other <= node <= last[other]``. Rows are right-padded; padding nodes attend to
+    themselves only.
     """
-    node_tokens: list[list[int]] = []
-    node_depths: list[list[int]] = []
-    paths: list[list[int]] = []  # per sequence: the node of each of its inputs
-    pack_of: list[int] = []
+    width = max(sum(len(s.tokens) - 1 - shared for s, shared in pack) for pack in packs)
+    tokens = np.zeros((len(packs), width), dtype=np.int64)
+    depths = np.zeros((len(packs), width), dtype=np.int64)
+    last = np.tile(np.arange(width, dtype=np.int64), (len(packs), 1))
     members: list[_Sequence] = []
-    for row, pack in enumerate(packs):
-        tokens: list[int] = []
-        depths: list[int] = []
-        path: list[int] = []
-        for sequence, shared in pack:
-            inputs = sequence.tokens[:-1]
-            path = path[:shared] + list(range(len(tokens), len(tokens) + len(inputs) - shared))
-            tokens.extend(inputs[shared:])
-            depths.extend(range(shared, len(inputs)))
-            paths.append(path)
-            pack_of.append(row)
-            members.append(sequence)
-        node_tokens.append(tokens)
-        node_depths.append(depths)
-    width = max(len(tokens) for tokens in node_tokens)
-    input_ids = torch.tensor([t + [0] * (width - len(t)) for t in node_tokens])
-    position_ids = torch.tensor([d + [0] * (width - len(d)) for d in node_depths])
-
-    # mask[row, node, other]: `other` is on the path from the root to `node` (or is `node`).
-    longest = max(len(path) for path in paths)
-    path_nodes = torch.tensor([path + [-1] * (longest - len(path)) for path in paths])
-    query_depth, key_depth = torch.tril_indices(longest, longest)
-    queries, keys = path_nodes[:, query_depth], path_nodes[:, key_depth]
-    real = queries >= 0
-    rows_of = torch.tensor(pack_of)[:, None].expand_as(queries)
-    mask = torch.zeros(len(packs), width, width, dtype=torch.bool)
-    mask[rows_of[real], queries[real], keys[real]] = True
-    mask[:, torch.arange(width), torch.arange(width)] = True
-
-    rows: list[int] = []
+    rows: list[int] = []  # for each scored token: its node (row, column), target and sequence
     columns: list[int] = []
     targets: list[int] = []
     slots: list[int] = []
-    for slot, (sequence, path, row) in enumerate(zip(members, paths, pack_of, strict=True)):
-        n = sequence.n_scored
-        rows.extend([row] * n)
-        columns.extend(path[len(path) - n :])
-        targets.extend(sequence.tokens[len(path) - n + 1 :])
-        slots.extend([slot] * n)
-    flat = torch.tensor(rows) * width + torch.tensor(columns)
-    distinct, position = torch.unique(flat, return_inverse=True)  # shared nodes: one head row
+    for row, pack in enumerate(packs):
+        row_tokens: list[int] = []
+        row_depths: list[int] = []
+        row_last: list[int] = []
+        path: list[int] = []  # the node of each input of the sequence before
+        for sequence, shared in pack:
+            inputs = sequence.tokens[:-1]
+            count = len(row_tokens)
+            for node in path[shared:]:  # sorted: no later sequence goes through these nodes
+                row_last[node] = count - 1
+            path = path[:shared] + list(range(count, count + len(inputs) - shared))
+            row_tokens.extend(inputs[shared:])
+            row_depths.extend(range(shared, len(inputs)))
+            row_last.extend([count] * (len(inputs) - shared))  # set when the subtree closes
+            n = sequence.n_scored
+            rows.extend([row] * n)
+            columns.extend(path[len(path) - n :])
+            targets.extend(sequence.tokens[len(sequence.tokens) - n :])
+            slots.extend([len(members)] * n)
+            members.append(sequence)
+        for node in path:
+            row_last[node] = len(row_tokens) - 1
+        tokens[row, : len(row_tokens)] = row_tokens
+        depths[row, : len(row_depths)] = row_depths
+        last[row, : len(row_last)] = row_last
+    node = torch.arange(width)
+    subtree_end = torch.from_numpy(last)[:, None, :]
+    attends = (node[None, :] <= node[:, None]) & (
+        node[:, None] <= subtree_end
+    )  # [row, node, other]
+    flat = np.asarray(rows, dtype=np.int64) * width + np.asarray(columns, dtype=np.int64)
+    distinct, position = np.unique(flat, return_inverse=True)  # a shared node: one head row
     return _Batch(
         sequences=[s.index for s in members],
-        input_ids=input_ids,
-        position_ids=position_ids,
-        attention_mask=mask[:, None],
-        rows=distinct // width,
-        columns=distinct % width,
-        position=position,
-        targets=torch.tensor(targets),
-        slots=torch.tensor(slots),
+        input_ids=torch.from_numpy(tokens),
+        position_ids=torch.from_numpy(depths),
+        attention_mask=attends[:, None],
+        rows=torch.from_numpy(distinct // width),
+        columns=torch.from_numpy(distinct % width),
+        position=torch.from_numpy(position.reshape(-1)),
+        targets=torch.from_numpy(np.asarray(targets, dtype=np.int64)),
+        slots=torch.from_numpy(np.asarray(slots, dtype=np.int64)),
     )
 
 
