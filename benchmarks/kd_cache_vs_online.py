@@ -1,13 +1,14 @@
 """Cached vs online knowledge distillation on babylm-mini: does the teacher cache change the result?
 
 Prepares babylm-mini (16,000-token BPE), trains two small teachers (a GPT-2 and a Llama) for the
-same number of steps, then distills them into a student three times with the same seed: with the
-teachers run online, with the top-k teacher cache, and with the sampled teacher cache. Prints the
-students' validation CE side by side (the issue's criterion: cached within 1% of online), the cache
+same number of steps, then distills them into a student with the same seed in each of the ways
+`--ways` names: the teachers run online, the top-k teacher cache with its tail as one bucket or
+spread uniformly, the sampled teacher cache. Prints the students' validation CE side by side (the issue's criterion: cached within 1% of online), the cache
 build time, its size per million tokens, and student tokens/s.
 
 Run:  python benchmarks/kd_cache_vs_online.py [--steps 300] [--model gpt2-tiny] [--k 32]
-      [--data PREPARED_DIR] [--json PATH]
+      [--data PREPARED_DIR] [--ways online,topk,topk-uniform,sample] [--json PATH]
+      [--out-table PATH]
 (about 35 minutes on 2 idle CPU cores with the defaults: online KD at a 16,000-token vocabulary
 runs at ~1,700 student tokens/s there; the caches hold only the chunks the 300 steps read.)
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tinyminds.console import set_quiet
 from tinyminds.data.prepare import prepare
@@ -44,7 +46,14 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, help="a prepared babylm-mini folder (else prepared here)"
     )
+    parser.add_argument("--archive", type=Path, default=ARCHIVE, help="babylm-mini archive")
+    parser.add_argument(
+        "--ways",
+        default="online,topk,topk-uniform,sample",
+        help="comma-separated: online, topk (bucket tail), topk-uniform, sample",
+    )
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--out-table", type=Path, help="write the Markdown table here")
     args = parser.parse_args()
     set_quiet(True)
 
@@ -52,34 +61,44 @@ def main() -> None:
         work = Path(tmp)
         data = args.data
         if data is None:
-            with tarfile.open(ARCHIVE) as tar:
+            if not args.archive.is_file():
+                raise SystemExit(f"{args.archive}: babylm-mini archive not found (--archive)")
+            with tarfile.open(args.archive) as tar:
                 tar.extractall(work, filter="data")
             data = work / "data"
             prepare(work / "babylm-mini", data)
         common = {"data": str(data), "batch_size": args.batch, "epochs": 1, "max_steps": args.steps,
                   "eval_chunks": 2048, "checkpoint_every": 0, "log_every": 50, "seed": 42}  # fmt: skip
 
-        teacher_dirs = []
+        teacher_dirs: list[str] = []
+        teacher_notes: list[str] = []
         for name in args.teachers.split(","):
             started = time.perf_counter()
             result = train(
                 TrainConfig(model=name, out=str(work / name), lr=2e-3, warmup_steps=50, **common)
             )
             teacher_dirs.append(str(result.model_dir))
+            teacher_notes.append(f"{name} val CE {result.best_val_ce:.4f}")
             print(
                 f"teacher {name}: validation CE {result.best_val_ce:.4f} ({time.perf_counter() - started:.0f} s)"
             )
 
         student = {**common, "model": args.model, "teachers": teacher_dirs, "lr": 2e-3, "warmup_steps": 50,
                    "weight_decay": 0.1, "alpha": 0.5, "temperature": 2.0, "kl_reduction": "sequence"}  # fmt: skip
-        ways = {
+        known = {
             "online": {"teacher_cache": False},
-            f"cache top-{args.k}": {"cache_k": args.k, "cache_selection": "topk"},
-            f"cache sample-{args.k}": {"cache_k": args.k, "cache_selection": "sample"},
+            "topk": {"cache_k": args.k, "cache_selection": "topk"},
+            "topk-uniform": {"cache_k": args.k, "cache_selection": "topk", "cache_tail": "uniform"},
+            "sample": {"cache_k": args.k, "cache_selection": "sample"},
         }
+        names = args.ways.split(",")
+        if unknown := [n for n in names if n not in known]:
+            raise SystemExit(f"--ways: unknown {unknown}; known: {', '.join(known)}")
+        ways = {("online" if n == "online" else f"cache {n} (k={args.k})"): known[n] for n in names}
         rows = []
         for way, extra in ways.items():
-            cache_dir = work / f"cache-{way.replace(' ', '-')}"
+            # topk and topk-uniform read the same cache (the tail is a loss option).
+            cache_dir = work / f"cache-{extra.get('cache_selection', 'none')}"
             started = time.perf_counter()
             result = distill(
                 DistillConfig(
@@ -113,13 +132,13 @@ def main() -> None:
         )
 
     online = rows[0]["val_ce"]
-    print(
-        f"\nbabylm-mini, {args.steps} steps x {args.batch} chunks, student {args.model}, teachers {args.teachers}"
-    )
-    print(
-        "| way | validation CE | vs online | student tok/s | wall s | cache build s | cache MB per M tokens |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines = [
+        f"babylm-mini, {args.steps} steps x {args.batch} chunks, student {args.model}, "
+        f"teachers {args.teachers} ({', '.join(teacher_notes)}), seed 42, {machine()}",
+        "",
+        "| way | validation CE | vs online | student tok/s | wall s | cache build s | cache MB per M tokens |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]  # fmt: skip
     for row in rows:
         build = f"{row['cache_build_s']:.0f}" if row["cache_build_s"] else "-"
         size = (
@@ -127,8 +146,19 @@ def main() -> None:
             if row["cache_mb_per_million_tokens"]
             else "-"
         )
-        print(f"| {row['way']} | {row['val_ce']:.4f} | {(row['val_ce'] / online - 1) * 100:+.2f}% | "
-              f"{row['student_tokens_per_s']:,.0f} | {row['wall_s']:.0f} | {build} | {size} |")  # fmt: skip
+        lines.append(f"| {row['way']} | {row['val_ce']:.4f} | {(row['val_ce'] / online - 1) * 100:+.2f}% | "
+                     f"{row['student_tokens_per_s']:,.0f} | {row['wall_s']:.0f} | {build} | {size} |")  # fmt: skip
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out_table:
+        args.out_table.write_text(table + "\n")
+
+
+def machine() -> str:
+    """The device the runs used, in words."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -123,6 +123,28 @@ def test_sampled_cache_trains_toward_the_teachers(
         )
 
 
+def test_uniform_tail_reads_the_same_cache_and_is_forward_only(
+    teachers: list[str], prepared_data: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    common = {"cache_k": 16, "cache_dir": str(cache), "max_steps": 4}
+    distill(student(prepared_data, tmp_path / "bucket", teachers, **common))
+    mtime = (cache / "meta.json").stat().st_mtime_ns
+    distill(student(prepared_data, tmp_path / "uniform", teachers, cache_tail="uniform", **common))
+    assert (cache / "meta.json").stat().st_mtime_ns == mtime  # a loss option: the cache is reused
+    bucket = [r["kl"] for r in read_metrics(tmp_path / "bucket") if r["kind"] == "train"]
+    uniform = [r["kl"] for r in read_metrics(tmp_path / "uniform") if r["kind"] == "train"]
+    # Same student, same first batch: the uniform tail adds the tail's shape to the bucket's KL.
+    assert uniform[0] > bucket[0]
+    with pytest.raises(UserError, match="cache_tail=uniform is defined for the forward KL only"):
+        distill(
+            student(
+                prepared_data, tmp_path / "rev", teachers, cache_tail="uniform",
+                kl_direction="reverse",
+            )
+        )  # fmt: skip
+
+
 def test_kd_loss_is_alpha_ce_plus_t2_kl(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:

@@ -478,6 +478,85 @@ def test_chunked_sparse_kl_matches_naive_values_and_autograd_gradients(k: int, c
     torch.testing.assert_close(grad_got, grad_ref, rtol=1e-9, atol=1e-12)
 
 
+def naive_uniform_tail_kl(
+    indices: torch.Tensor,
+    top_lp: torch.Tensor,
+    rest_lp: torch.Tensor,
+    student: torch.Tensor,
+    T: float,
+) -> torch.Tensor:
+    """Forward KL, one position at a time in Python floats, against the teacher's top-k
+    probabilities plus its rest mass spread evenly over the other V - k tokens."""
+    out = [[0.0] * L for _ in range(B)]
+    for b in range(B):
+        for i in range(L):
+            top = [int(v) for v in indices[b, i]]
+            rest = math.exp(float(rest_lp[b, i]))
+            uniform = rest / (V - len(top)) if len(top) < V else 0.0
+            teacher = [uniform] * V
+            for v, lp in zip(top, top_lp[b, i].tolist(), strict=True):
+                teacher[v] = math.exp(lp)
+            log_s = naive_log_softmax([x / T for x in student[b, i].tolist()])
+            out[b][i] = sum(
+                p * (math.log(p) - q) for p, q in zip(teacher, log_s, strict=True) if p > 0
+            )
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("k", [1, 4, V])
+@pytest.mark.parametrize("chunk_rows", [3, 64])
+def test_uniform_tail_kl_matches_naive_and_its_closed_form_gradient(k: int, chunk_rows: int):
+    *teachers, student, upstream = make_logits(17, n=4)
+    teacher_lp = ensemble_log_probs(teachers, 2.0)
+    indices, top_lp, rest_lp, _ = naive_sparse_kl(rows(teacher_lp), k, student, 2.0, "forward")
+    expected = naive_uniform_tail_kl(indices, top_lp, rest_lp, student, 2.0)
+    weights = upstream[..., 0].abs()
+    student_a = student.clone().requires_grad_(True)
+    student_b = student.clone().requires_grad_(True)
+    ref = sparse_kl(indices, top_lp, rest_lp, student_a, 2.0, tail="uniform")
+    got = chunked_sparse_kl(indices, top_lp, rest_lp, student_b, 2.0, chunk_rows, tail="uniform")
+    assert_close(ref, expected)
+    assert_close(got, expected)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), student_a)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), student_b)
+    torch.testing.assert_close(grad_got, grad_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_uniform_tail_equals_dense_kl_when_the_teacher_tail_is_flat():
+    """A teacher whose probabilities outside its top k are all equal is represented exactly."""
+    (student,) = make_logits(18)
+    k = 3
+    teacher = torch.zeros(B, L, V, dtype=torch.float64)
+    teacher[..., :k] = torch.tensor([4.0, 3.0, 2.0], dtype=torch.float64)
+    teacher_lp = torch.log_softmax(teacher, dim=-1)
+    top_lp, indices = teacher_lp.topk(k, dim=-1)
+    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    dense = dense_kl(teacher_lp, student, 2.0)
+    assert_close(chunked_sparse_kl(indices, top_lp, rest, student, 2.0, tail="uniform"), dense)
+    bucket = chunked_sparse_kl(indices, top_lp, rest, student, 2.0)
+    assert (bucket < dense - 1e-6).all(), "the bucket KL ignores the tail's shape"
+
+
+def test_uniform_tail_gradient_matches_finite_differences_and_refuses_reverse():
+    teacher, student, upstream = (
+        t[:, :2, :7].contiguous() for t in make_logits(19, n=3, scale=1.0)
+    )
+    teacher_lp = torch.log_softmax(teacher, dim=-1)
+    top_lp, indices = teacher_lp.topk(3, dim=-1)
+    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    weights = upstream[..., 0].abs()
+
+    def objective(s: torch.Tensor) -> torch.Tensor:
+        kl = chunked_sparse_kl(indices, top_lp, rest, s, 2.0, chunk_rows=3, tail="uniform")
+        return (kl * weights).sum()
+
+    assert_gradient_matches_finite_differences(objective, student)
+    with pytest.raises(ValueError, match="forward KL only"):
+        sparse_kl(indices, top_lp, rest, student, 2.0, "reverse", tail="uniform")
+    with pytest.raises(ValueError, match="tail must be"):
+        chunked_sparse_kl(indices, top_lp, rest, student, 2.0, tail="flat")  # type: ignore[arg-type]
+
+
 def test_chunked_sparse_kl_gradient_matches_finite_differences():
     """Numerical check of the hand-derived gradient (central differences, float64)."""
     teacher, student, upstream = (

@@ -104,6 +104,8 @@ class DistillConfig(TrainConfig):
     """Tokens stored per position in the teacher cache."""
     cache_selection: Literal["topk", "sample"] = "topk"
     """topk: the k most likely tokens plus one bucket for the rest of the mass; sample: k tokens drawn from the teachers' distribution (an unbiased but noisier forward-KL gradient; forward KL only)."""
+    cache_tail: Literal["bucket", "uniform"] = "bucket"
+    """With cache_selection=topk, how the KL treats the teachers' mass outside the top k: bucket: one bucket against the student's own mass there (its tail's shape is left free); uniform: that mass spread evenly over the other tokens (a dense KL against top-k + flat tail; forward KL only). The cache itself is the same."""
     cache_dir: str = ""
     """Where the teacher cache lives (default: DATA/teacher-cache/KEY, shared by every run with the same teachers)."""
     cache_batch_size: int = 64

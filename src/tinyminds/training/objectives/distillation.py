@@ -149,7 +149,9 @@ class DistillationObjective:
                 per_position = sampled_kl(ids, log_probs, logits, config.temperature)
             elif config.kl_direction == "forward":
                 # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
-                per_position = chunked_sparse_kl(ids, log_probs, rest, logits, config.temperature)
+                per_position = chunked_sparse_kl(
+                    ids, log_probs, rest, logits, config.temperature, tail=config.cache_tail
+                )
             else:
                 per_position = sparse_kl(
                     ids, log_probs, rest, logits, config.temperature, "reverse"
@@ -187,6 +189,11 @@ def check_distill_config(config: DistillConfig) -> None:
         raise UserError(
             "kl_direction=reverse cannot be estimated from sampled teacher tokens; "
             "use cache_selection=topk or teacher_cache=false"
+        )
+    if config.teacher_cache and config.cache_tail == "uniform" and config.kl_direction == "reverse":
+        raise UserError(
+            "cache_tail=uniform is defined for the forward KL only; use cache_tail=bucket with "
+            "kl_direction=reverse"
         )
     if config.cache_k < 1:
         raise UserError(f"cache_k must be at least 1, got {config.cache_k}")

@@ -36,6 +36,13 @@ reward the student for whatever it does outside the top-k, or ignore the teacher
 ``r_s`` is computed as ``logsumexp`` over the non-top tokens minus the full ``logsumexp``, never
 as ``1 - sum q_s(i)``, which cancels catastrophically when the top-k hold almost all the mass.
 
+The bucket leaves the *shape* of the student's tail free: only its total mass is pulled to
+``r_t``. With a weak, flat teacher (most of its mass beyond the top 32 of 16,000 tokens) the
+student then learns nothing about the tail from the teacher. ``tail="uniform"`` instead spreads
+``r_t`` evenly over the ``V - k`` tokens outside the top-k, so the teacher side is a proper
+distribution over the whole vocabulary and the KL is an ordinary dense KL against it; it equals
+the dense KL whenever the teacher's tail really is flat, and costs the same as the bucket.
+
 Contrastive term (`info_nce`, ContrastiveLlama-58M). For a batch of ``N`` sequences, teacher
 representations ``t_i`` and student representations ``s_j`` (already in the same space), the N-pair
 loss is InfoNCE with in-batch negatives: ``-mean_i log softmax_j(sim(t_i, s_j) / tau)[i]``; the
@@ -63,6 +70,7 @@ from torch import Tensor
 Direction = Literal["forward", "reverse"]
 EnsembleMode = Literal["logits", "probs"]
 Reduction = Literal["sequence", "token"]
+Tail = Literal["bucket", "uniform"]
 
 __all__ = [
     "chunked_dense_kl",
@@ -85,6 +93,13 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
 def _check_temperature(temperature: float) -> None:
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+
+
+def _check_tail(tail: str, direction: str) -> None:
+    if tail not in ("bucket", "uniform"):
+        raise ValueError(f"tail must be 'bucket' or 'uniform', got {tail!r}")
+    if tail == "uniform" and direction != "forward":
+        raise ValueError("tail='uniform' is defined for the forward KL only")
 
 
 def _check_direction(direction: str) -> None:
@@ -212,6 +227,7 @@ def sparse_kl(
     student_logits: Tensor,
     temperature: float,
     direction: Direction = "forward",
+    tail: Tail = "bucket",
 ) -> Tensor:
     """Per-position KL ``[B, L]`` over ``k + 1`` buckets against a top-k teacher cache.
 
@@ -225,9 +241,14 @@ def sparse_kl(
     left-hand side contributes exactly 0; in ``reverse`` a teacher rest mass of 0 against a
     positive student rest mass is a genuinely infinite KL (the cache should not store an
     underflowed ``-inf`` rest when ``k < V``).
+
+    ``tail="uniform"`` (forward only): the teacher's rest mass is spread evenly over the
+    ``V - k`` other tokens, ``sum_i p_t(i) (log p_t(i) - log q_s(i)) + sum_{j not in top}
+    u (log u - log q_s(j))`` with ``u = r_t / (V - k)``: a dense KL against that distribution.
     """
     _check_temperature(temperature)
     _check_direction(direction)
+    _check_tail(tail, direction)
     _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
 
     dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
@@ -238,6 +259,16 @@ def sparse_kl(
     student_rest = torch.logsumexp(outside, dim=-1) - log_norm
     teacher_top = top_log_probs.to(dtype)
     teacher_rest = rest_log_prob.to(dtype)
+    if tail == "uniform":
+        outside_count = student_logits.shape[-1] - top_indices.shape[-1]
+        log_u = teacher_rest - math.log(max(outside_count, 1))
+        student_outside = (scaled - log_norm.unsqueeze(-1)).scatter(-1, top_indices, 0.0)
+        tail_terms = torch.where(
+            teacher_rest > float("-inf"),
+            teacher_rest.exp() * log_u - log_u.exp() * student_outside.sum(dim=-1),
+            torch.zeros_like(teacher_rest),
+        )
+        return _kl_terms(teacher_top, student_top).sum(dim=-1) + tail_terms
     if direction == "forward":
         return _kl_terms(teacher_top, student_top).sum(dim=-1) + _kl_terms(
             teacher_rest, student_rest
@@ -431,6 +462,7 @@ class _ChunkedSparseKL(torch.autograd.Function):
         student_logits: Tensor,
         temperature: float,
         chunk_rows: int,
+        uniform_tail: bool,
     ) -> Tensor:
         vocab, k = student_logits.shape[-1], top_indices.shape[-1]
         dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
@@ -449,6 +481,21 @@ class _ChunkedSparseKL(torch.autograd.Function):
             scaled = student[start:stop].to(dtype) / temperature  # a fresh tensor: reused below
             log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
             log_q_top = scaled.gather(-1, index) - log_norm
+            if uniform_tail:
+                out[start:stop] = _uniform_tail_kl(
+                    scaled, log_norm, index, log_p, log_q_top, log_r_t
+                )
+                if grad is None:
+                    continue
+                # d KL / d (z_j / T) = q_j c - a_j, a = p_top on the top k and u elsewhere;
+                # c = sum(a) = sum(p_top) + r_t.
+                p_top, r_t = log_p.exp(), log_r_t.exp()
+                c = (p_top.sum(dim=-1) + r_t).unsqueeze(-1)
+                u = (r_t / max(vocab - k, 1)).unsqueeze(-1)
+                q = scaled.sub_(log_norm).exp_().mul_(c).sub_(u)
+                q.scatter_(-1, index, q.gather(-1, index) + u - p_top)
+                grad[start:stop] = q.div_(temperature)
+                continue
             q = scaled.sub_(log_norm).exp_()  # the student's softmax, in place
             q_top = q.gather(-1, index)
             q.scatter_(-1, index, 0.0)  # now the student's mass outside the top k...
@@ -471,7 +518,32 @@ class _ChunkedSparseKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         grad = _scale_stored_grad(ctx, grad_output, "chunked_sparse_kl")
-        return None, None, None, grad, None, None
+        return None, None, None, grad, None, None, None
+
+
+def _uniform_tail_kl(
+    scaled: Tensor,
+    log_norm: Tensor,
+    index: Tensor,
+    log_p: Tensor,
+    log_q_top: Tensor,
+    log_r_t: Tensor,
+) -> Tensor:
+    """Rows of the forward KL against top-k + a uniform tail (``scaled`` = logits / T, unchanged).
+
+    The tail sum ``sum_{j outside} log q_j`` is the sum over all tokens minus the top-k's, so no
+    masked copy of the row is made.
+    """
+    outside_count = scaled.shape[-1] - index.shape[-1]
+    log_u = log_r_t - math.log(max(outside_count, 1))
+    sum_log_q = scaled.sum(dim=-1) - scaled.shape[-1] * log_norm.squeeze(-1)
+    outside_log_q = sum_log_q - log_q_top.sum(dim=-1)
+    tail = torch.where(
+        log_r_t > float("-inf"),
+        log_r_t.exp() * log_u - log_u.exp() * outside_log_q,
+        torch.zeros_like(log_r_t),
+    )
+    return _kl_terms(log_p, log_q_top).sum(dim=-1) + tail
 
 
 def chunked_sparse_kl(
@@ -481,6 +553,7 @@ def chunked_sparse_kl(
     student_logits: Tensor,
     temperature: float,
     chunk_rows: int = 4096,
+    tail: Tail = "bucket",
 ) -> Tensor:
     """Forward `sparse_kl` with a closed-form gradient: same ``[B, L]`` values, same gradient.
 
@@ -492,13 +565,22 @@ def chunked_sparse_kl(
     tokens, ``q_j (c - r_t / r_s) / T`` elsewhere, ``c`` the teacher's total bucket mass) is
     written in the logits' dtype; backward scales it in place by the upstream gradient (so the
     graph can be back-propagated once only). The teacher inputs get no gradient.
+    ``tail`` as in `sparse_kl` (uniform: gradient ``q_j c - a_j``, ``a`` the teacher's top-k
+    probabilities and ``r_t / (V - k)`` elsewhere).
     """
     _check_temperature(temperature)
+    _check_tail(tail, "forward")
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
     return _ChunkedSparseKL.apply(
-        top_indices, top_log_probs, rest_log_prob, student_logits, float(temperature), chunk_rows
+        top_indices,
+        top_log_probs,
+        rest_log_prob,
+        student_logits,
+        float(temperature),
+        chunk_rows,
+        tail == "uniform",
     )
 
 
