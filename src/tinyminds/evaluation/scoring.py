@@ -90,7 +90,9 @@ def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[i
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
     if backend is not None:
-        ids = [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+        # encode_batch_fast skips the character offsets nobody reads here.
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        ids = [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
         if ids[:8] == _encode_slowly(tokenizer, texts[:8]):
             return ids
     return _encode_slowly(tokenizer, texts)
@@ -203,7 +205,7 @@ def score_requests(
     requests: list[Request],
     batch_size: int = 64,
     description: str = "score",
-    share_prefixes: bool = True,
+    share_prefixes: bool | None = None,
     pack_nodes: int = PACK_NODES,
 ) -> list[float]:
     """The sum of the float32 log-probabilities of each request's continuation, in the order given.
@@ -213,14 +215,20 @@ def score_requests(
     longer than the model's positions keeps its last tokens (the harness's left truncation).
     Identical requests are scored once, so two identical sentences always tie exactly. A forward
     pass holds at most ``batch_size`` sequences; with ``share_prefixes`` they are packed into
-    prefix trees of about ``pack_nodes`` positions (see the module's docstring).
+    prefix trees of about ``pack_nodes`` positions (see the module's docstring). ``None`` (the
+    default) shares prefixes on the CPU only: there the forward pass is the cost, while on a GPU
+    it is cheap next to building the trees in Python, and plain batches keep the GPU busier.
+    The sums stay on the device until the end, so the next batch is built while the GPU works.
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     sequences, owners, n_distinct = _distinct_sequences(model, requests)
     scores = [0.0] * n_distinct  # an empty continuation scores 0
     device = next(model.parameters()).device
+    if share_prefixes is None:
+        share_prefixes = device.type == "cpu"
     head = _ScoredPositionsOnly(model)
+    done: list[tuple[torch.Tensor, torch.Tensor]] = []  # (distinct indices, sums) per batch
     bar = progress(len(sequences), description, unit="seq")
     try:
         with torch.inference_mode():
@@ -236,11 +244,13 @@ def score_requests(
                 else _plain_batches(sequences, batch_size)
             )
             for batch in batches:
-                for index, total in zip(
-                    batch.sequences, _run(model, batch, head, device), strict=True
-                ):
-                    scores[index] = total
+                done.append((torch.tensor(batch.sequences), _run(model, batch, head, device)))
                 bar.update(len(batch.sequences))
+            if done:
+                indices = torch.cat([index for index, _ in done]).tolist()
+                totals = torch.cat([total for _, total in done]).tolist()  # one device sync
+                for index, total in zip(indices, totals, strict=True):
+                    scores[index] = total
     finally:
         head.remove()
         bar.close()
@@ -284,12 +294,14 @@ def _plain_batches(sequences: list[_Sequence], batch_size: int) -> Iterator[_Bat
             stop += 1
         batch = ordered[start:stop]
         tokens = torch.tensor([s.tokens for s in batch])
-        rows: list[int] = []
-        columns: list[int] = []
-        for row, sequence in enumerate(batch):
-            rows.extend([row] * sequence.n_scored)
-            columns.extend(range(length - 1 - sequence.n_scored, length - 1))
-        row_index, column_index = torch.tensor(rows), torch.tensor(columns)
+        # Row r scores its last n_scored[r] inputs: columns length-1-n .. length-2.
+        n_scored = torch.tensor([s.n_scored for s in batch])
+        row_index = torch.repeat_interleave(torch.arange(len(batch)), n_scored)
+        ends = torch.cumsum(n_scored, 0)
+        offset_in_row = torch.arange(int(ends[-1])) - torch.repeat_interleave(
+            ends - n_scored, n_scored
+        )
+        column_index = length - 1 - torch.repeat_interleave(n_scored, n_scored) + offset_in_row
         yield _Batch(
             sequences=[s.index for s in batch],
             input_ids=tokens[:, :-1],
@@ -297,7 +309,7 @@ def _plain_batches(sequences: list[_Sequence], batch_size: int) -> Iterator[_Bat
             attention_mask=None,
             rows=row_index,
             columns=column_index,
-            position=torch.arange(len(rows)),
+            position=torch.arange(len(row_index)),
             targets=tokens[row_index, column_index + 1],
             slots=row_index,
         )
@@ -450,10 +462,11 @@ class _ScoredPositionsOnly:
 
 def _run(
     model: nn.Module, batch: _Batch, head: _ScoredPositionsOnly, device: torch.device
-) -> list[float]:
-    """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities."""
+) -> torch.Tensor:
+    """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities, on
+    the device (reading it there would wait for the GPU)."""
     inputs: dict[str, torch.Tensor | bool] = {
-        "input_ids": batch.input_ids.to(device),
+        "input_ids": batch.input_ids.to(device, non_blocking=True),
         "use_cache": False,  # no key/value cache: one pass, no generation
     }
     if batch.position_ids is not None:
@@ -472,7 +485,7 @@ def _run(
     token_log_probs = log_probs[batch.position.to(device), batch.targets.to(device)]
     totals = torch.zeros(len(batch.sequences), dtype=torch.float64, device=device)
     totals.index_add_(0, batch.slots.to(device), token_log_probs.double())
-    return totals.tolist()
+    return totals
 
 
 def _packs_are_exact(
@@ -491,11 +504,13 @@ def _packs_are_exact(
     packed: dict[int, float] = {}
     try:
         for batch in _tree_batches(sample, len(sample), pack_nodes):
-            packed.update(zip(batch.sequences, _run(model, batch, head, device), strict=True))
+            totals = _run(model, batch, head, device).tolist()
+            packed.update(zip(batch.sequences, totals, strict=True))
     except (TypeError, ValueError, RuntimeError, IndexError):
         return False
     for batch in _plain_batches(sample, len(sample)):
-        for index, total in zip(batch.sequences, _run(model, batch, head, device), strict=True):
+        totals = _run(model, batch, head, device).tolist()
+        for index, total in zip(batch.sequences, totals, strict=True):
             if abs(packed[index] - total) > 1e-3:
                 return False
     return True
