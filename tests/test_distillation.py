@@ -94,7 +94,7 @@ def test_cached_kd_ends_within_one_percent_of_online_kd(
     assert (caches[0] / "meta.json").stat().st_mtime_ns == mtime
 
 
-def test_sampled_cache_trains_toward_the_teachers(
+def test_sampled_and_hybrid_caches_train_toward_the_teachers(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
@@ -111,6 +111,16 @@ def test_sampled_cache_trains_toward_the_teachers(
     kls = [r["kl"] for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
     assert kls[-1] < kls[0]
     assert result.best_val_ce < 6.5
+    hybrid = student(
+        prepared_data, tmp_path / "hybrid", teachers, cache_selection="hybrid", cache_k=16,
+        cache_dir=str(tmp_path / "hybrid-cache"),
+    )  # fmt: skip
+    distill(hybrid)
+    assert (
+        json.loads((tmp_path / "hybrid-cache" / "meta.json").read_text())["selection"] == "hybrid"
+    )
+    kls = [r["kl"] for r in read_metrics(tmp_path / "hybrid") if r["kind"] == "train"]
+    assert kls[-1] < kls[0]
     with pytest.raises(UserError, match="kl_direction=reverse cannot be estimated from sampled"):
         distill(
             student(

@@ -8,6 +8,7 @@ split of the work between processes are checked on small arrays, on the CPU.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -406,6 +407,38 @@ def test_sampled_buckets_are_deterministic_per_chunk_and_follow_the_distribution
     assert torch.count_nonzero(rest) == 0
     frequencies = torch.nn.functional.one_hot(ids, 6).float().mean(-2)
     torch.testing.assert_close(frequencies, log_probs.exp(), atol=0.03, rtol=0.0)
+
+
+def test_hybrid_buckets_keep_the_head_and_draw_the_tail_outside_it() -> None:
+    from tinyminds.training.teacher_cache import hybrid_buckets, top_k_buckets
+
+    generator = torch.Generator().manual_seed(1)
+    log_probs = torch.log_softmax(torch.randn(2, 3, 8, generator=generator), -1)
+    ids, values, rest = hybrid_buckets(log_probs, 6, seeds=[5, 6])  # 3 head tokens, 3 draws
+    again, _, _ = hybrid_buckets(log_probs[1:], 6, seeds=[6])
+    assert torch.equal(ids[1:], again)  # a chunk's draws depend on its seed only
+    head_ids, _, head_rest = top_k_buckets(log_probs, 3)
+    assert torch.equal(ids[..., :3], head_ids)
+    torch.testing.assert_close(rest, head_rest)
+    torch.testing.assert_close(values, log_probs.gather(-1, ids))
+    assert not (ids[..., 3:, None] == head_ids[..., None, :]).any()  # draws avoid the head
+    # The draws follow the teacher's distribution renormalised outside the head.
+    tail = log_probs.exp().scatter(-1, head_ids, 0.0)
+    draws = torch.cat(
+        [hybrid_buckets(log_probs, 6, seeds=[2 * i, 2 * i + 1])[0][..., 3:] for i in range(600)],
+        dim=-1,
+    )
+    frequencies = torch.nn.functional.one_hot(draws, 8).float().mean(-2)
+    torch.testing.assert_close(frequencies, tail / tail.sum(-1, keepdim=True), atol=0.04, rtol=0.0)
+
+
+def test_hybrid_buckets_with_an_empty_tail_draw_without_error() -> None:
+    from tinyminds.training.teacher_cache import hybrid_buckets
+
+    log_probs = torch.full((1, 2, 5), float("-inf"))
+    log_probs[..., :2] = math.log(0.5)  # all the mass on two tokens
+    ids, _, rest = hybrid_buckets(log_probs, 4, seeds=[0])
+    assert torch.all(rest == float("-inf")) and ids.shape == (1, 2, 4)
 
 
 # --- only the chunks a run reads ----------------------------------------------------------------

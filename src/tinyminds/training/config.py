@@ -102,8 +102,8 @@ class DistillConfig(TrainConfig):
     """Compute the teachers' ensemble once over the training chunks and read it every epoch (top-k per token)."""
     cache_k: int = 32
     """Tokens stored per position in the teacher cache."""
-    cache_selection: Literal["topk", "sample"] = "topk"
-    """topk: the k most likely tokens plus one bucket for the rest of the mass; sample: k tokens drawn from the teachers' distribution (an unbiased but noisier forward-KL gradient; forward KL only)."""
+    cache_selection: Literal["topk", "sample", "hybrid"] = "topk"
+    """topk: the k most likely tokens plus one bucket for the rest of the mass; sample: k tokens drawn from the teachers' distribution (an unbiased but noisier forward-KL gradient; forward KL only); hybrid: the k/2 most likely tokens exactly plus k/2 tokens drawn from the rest of the distribution (exact head, unbiased tail; forward KL only)."""
     cache_tail: Literal["bucket", "uniform"] = "bucket"
     """With cache_selection=topk, how the KL treats the teachers' mass outside the top k: bucket: one bucket against the student's own mass there (its tail's shape is left free); uniform: that mass spread evenly over the other tokens (a dense KL against top-k + flat tail; forward KL only). The cache itself is the same."""
     cache_dir: str = ""

@@ -349,6 +349,35 @@ def sampled_buckets(
     return ids, log_probs.gather(-1, ids), log_probs.new_zeros(batch, length)
 
 
+def hybrid_buckets(
+    log_probs: torch.Tensor, k: int, seeds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k - k // 2`` most likely tokens, then ``k // 2`` tokens drawn from the rest of the
+    distribution, with their log-probs, and the log of the rest's mass ``[B, L]``.
+
+    The head is kept exactly; the tail, which a top-k cache drops and which holds most of a flat
+    teacher's mass, is represented by draws (with replacement, one generator per chunk seeded by
+    ``seeds[b]``) from the teacher's distribution restricted to the tokens outside the head. Each
+    draw then stands for ``rest / (k // 2)`` of the mass, so the KL and its gradient read from the
+    cache are unbiased for the tail and exact for the head (`kd_losses.chunked_hybrid_kl`).
+    """
+    n_tail = k // 2
+    top_ids, top, rest = top_k_buckets(log_probs, k - n_tail)
+    if n_tail == 0:
+        return top_ids, top, rest
+    batch, length, _ = log_probs.shape
+    tail_ids = torch.empty(batch, length, n_tail, dtype=torch.long, device=log_probs.device)
+    for row, seed in enumerate(seeds):
+        tail = log_probs[row].exp().scatter(-1, top_ids[row], 0.0)
+        # A position whose head holds all the mass has nothing to draw from; its draws get
+        # weight rest = 0, so any token will do.
+        tail[:, 0] += (tail.sum(dim=-1) <= 0).to(tail.dtype)
+        generator = torch.Generator(device=log_probs.device).manual_seed(seed)
+        tail_ids[row] = torch.multinomial(tail, n_tail, replacement=True, generator=generator)
+    ids = torch.cat([top_ids, tail_ids], dim=-1)
+    return ids, log_probs.gather(-1, ids), rest
+
+
 def rank_share(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """The contiguous share of ``rows`` that process ``rank`` fills (``np.array_split``)."""
     if not 0 <= rank < world_size:
@@ -381,7 +410,8 @@ def fill_rows(
     seed: int = 0,
 ) -> None:
     """Run the ensemble on ``chunks[rows]`` and write its top-k buckets (or k sampled tokens,
-    ``selection="sample"``, chunk c drawn with seed ``seed + c``) into the arrays in ``folder``.
+    ``selection="sample"``, or a top-k head and a sampled tail, ``selection="hybrid"``; chunk c
+    drawn with seed ``seed + c``) into the arrays in ``folder``.
 
     ``rows``: sorted chunk indices; neighbours are computed together so that writes stay local.
     """
@@ -406,9 +436,11 @@ def fill_rows(
                     raise ValueError(
                         f"ensemble_log_probs returned shape {tuple(log_probs.shape)}, expected {expected}"
                     )
+                seeds = [seed + int(row) for row in batch_rows]
                 if selection == "sample":
-                    seeds = [seed + int(row) for row in batch_rows]
                     ids, top, remainder = sampled_buckets(log_probs.float(), k, seeds)
+                elif selection == "hybrid":
+                    ids, top, remainder = hybrid_buckets(log_probs.float(), k, seeds)
                 else:
                     ids, top, remainder = top_k_buckets(log_probs.float(), k)
                 indices[batch_rows] = ids.cpu().numpy().astype(indices.dtype)

@@ -36,6 +36,7 @@ from tinyminds.training.objectives.base import (
 )
 from tinyminds.training.objectives.kd_losses import (
     chunked_dense_kl,
+    chunked_hybrid_kl,
     chunked_sparse_kl,
     dense_kl,
     ensemble_log_probs,
@@ -147,6 +148,10 @@ class DistillationObjective:
             ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
             if config.cache_selection == "sample":
                 per_position = sampled_kl(ids, log_probs, logits, config.temperature)
+            elif config.cache_selection == "hybrid":
+                per_position = chunked_hybrid_kl(
+                    ids, log_probs, rest, logits, config.temperature, config.cache_k // 2
+                )
             elif config.kl_direction == "forward":
                 # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
                 per_position = chunked_sparse_kl(
@@ -183,12 +188,13 @@ def check_distill_config(config: DistillConfig) -> None:
             )
     if (
         config.teacher_cache
-        and config.cache_selection == "sample"
+        and config.cache_selection in ("sample", "hybrid")
         and config.kl_direction == "reverse"
     ):
         raise UserError(
-            "kl_direction=reverse cannot be estimated from sampled teacher tokens; "
-            "use cache_selection=topk or teacher_cache=false"
+            f"kl_direction=reverse cannot be estimated from sampled teacher tokens "
+            f"(cache_selection={config.cache_selection}); use cache_selection=topk or "
+            "teacher_cache=false"
         )
     if config.teacher_cache and config.cache_tail == "uniform" and config.kl_direction == "reverse":
         raise UserError(

@@ -74,6 +74,7 @@ Tail = Literal["bucket", "uniform"]
 
 __all__ = [
     "chunked_dense_kl",
+    "chunked_hybrid_kl",
     "chunked_sparse_kl",
     "dense_kl",
     "ensemble_log_probs",
@@ -581,6 +582,92 @@ def chunked_sparse_kl(
         float(temperature),
         chunk_rows,
         tail == "uniform",
+    )
+
+
+class _ChunkedHybridKL(torch.autograd.Function):
+    """Forward KL against a top-k head plus a sampled tail, closed-form gradient, chunk by chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        ids: Tensor,
+        log_probs: Tensor,
+        rest_log_prob: Tensor,
+        student_logits: Tensor,
+        temperature: float,
+        n_tail: int,
+        chunk_rows: int,
+    ) -> Tensor:
+        vocab, k = student_logits.shape[-1], ids.shape[-1]
+        dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
+        student = student_logits.reshape(-1, vocab)
+        flat_ids = ids.reshape(-1, k)
+        teacher = log_probs.reshape(-1, k)
+        teacher_rest = rest_log_prob.reshape(-1)
+        rows = student.shape[0]
+        out = torch.empty(rows, dtype=dtype, device=student.device)
+        grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
+        for start in range(0, rows, chunk_rows):
+            stop = min(start + chunk_rows, rows)
+            index = flat_ids[start:stop]
+            log_p = teacher[start:stop].to(dtype)
+            weights = _hybrid_weights(log_p, teacher_rest[start:stop].to(dtype), n_tail)
+            scaled = student[start:stop].to(dtype) / temperature
+            log_q = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+            terms = weights * (log_p - log_q.gather(-1, index))
+            # A token of zero mass (a draw from an empty tail) adds 0, not 0 * -inf = NaN.
+            out[start:stop] = torch.where(weights > 0, terms, 0.0).sum(dim=-1)
+            if grad is None:
+                continue
+            # d/d(z/T) of sum_j w_j (log p_j - log q(id_j)) = q * sum(w) - (w scattered on ids).
+            q = log_q.exp_().mul_(weights.sum(dim=-1, keepdim=True))
+            grad[start:stop] = q.scatter_add_(-1, index, -weights).div_(temperature)
+        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
+        return out.reshape(student_logits.shape[:-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grad = _scale_stored_grad(ctx, grad_output, "chunked_hybrid_kl")
+        return None, None, None, grad, None, None, None
+
+
+def _hybrid_weights(log_p: Tensor, log_rest: Tensor, n_tail: int) -> Tensor:
+    """Mass each cached token stands for: its probability for the head, rest / n_tail per draw."""
+    n_head = log_p.shape[-1] - n_tail
+    head = log_p[..., :n_head].exp()
+    tail = (log_rest.exp() / max(n_tail, 1)).unsqueeze(-1).expand(*log_rest.shape, n_tail)
+    return torch.cat([head, tail], dim=-1)
+
+
+def chunked_hybrid_kl(
+    ids: Tensor,
+    log_probs: Tensor,
+    rest_log_prob: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    n_tail: int,
+    chunk_rows: int = 4096,
+) -> Tensor:
+    """Forward KL(teacher || student) per position ``[B, L]`` from a hybrid teacher cache.
+
+    ``ids`` ``[B, L, k]``: the teacher's ``k - n_tail`` most likely tokens, then ``n_tail`` tokens
+    drawn (with replacement) from its distribution outside them; ``log_probs`` their teacher
+    log-probabilities at temperature T; ``rest_log_prob`` the log of the mass ``r`` outside the
+    head. The value ``sum_head p_i (log p_i - log q_i) + (r / n_tail) sum_draws (log p_j - log
+    q_j)`` is exact on the head and an unbiased estimate of the tail's part of the dense KL, and
+    so is its gradient w.r.t. the student's logits, ``(q * (sum p_head + r) - a) / T`` with ``a``
+    the head probabilities and ``r / n_tail`` per draw, computed in closed form chunk by chunk
+    (stored in the logits' dtype, as in `chunked_sparse_kl`). The teacher inputs get no gradient.
+    """
+    _check_temperature(temperature)
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _check_sparse_shapes(ids, log_probs, rest_log_prob, student_logits)
+    if not 0 <= n_tail <= ids.shape[-1]:
+        raise ValueError(f"n_tail = {n_tail} must lie in [0, k = {ids.shape[-1]}]")
+    return _ChunkedHybridKL.apply(
+        ids, log_probs, rest_log_prob, student_logits, float(temperature), n_tail, chunk_rows
     )
 
 
