@@ -192,7 +192,13 @@ def data_folder(args: argparse.Namespace, work: Path, suites: list[str]) -> Path
 
 
 def run_tinyminds(
-    model_dir: Path, data: Path, suites: list[str], batch: int, device: str, max_items: int | None
+    model_dir: Path,
+    data: Path,
+    suites: list[str],
+    batch: int,
+    device: str,
+    max_items: int | None,
+    share_prefixes: bool | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -216,7 +222,7 @@ def run_tinyminds(
         load_before = os.getloadavg()[0]
         wall, cpu = time.perf_counter(), time.process_time()
         subtasks = load_task(suite, [data])
-        result = score_task(suite, subtasks, model, tokenizer, batch, max_items)
+        result = score_task(suite, subtasks, model, tokenizer, batch, max_items, share_prefixes)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         scores = {(r["subtask"], r["index"]): (r["good"], r["bad"]) for r in result.pairs}
         out["suites"][suite] = {
@@ -524,6 +530,12 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, help="torch threads of both sides (default: torch's)"
     )
     parser.add_argument("--skip-lm-eval", action="store_true", help="time tinyminds only")
+    parser.add_argument(
+        "--share-prefixes",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="tinyminds' prefix trees (auto: on the CPU, and on a GPU for models of 10M+ parameters)",
+    )
     parser.add_argument("--data", type=Path, help="folder holding blimp_filtered/ etc.")
     parser.add_argument(
         "--corpus", type=Path, help="corpus for the tokenizer (default babylm-mini)"
@@ -569,10 +581,12 @@ def main(argv: list[str] | None = None) -> None:
             "batch": args.batch,
             "device": args.device,
             "max_items": args.max_items,
+            "share_prefixes": args.share_prefixes,
             "suites": suites,
         }
+        share = {"auto": None, "yes": True, "no": False}[args.share_prefixes]
         result["tinyminds"] = run_tinyminds(
-            model_dir, data, suites, args.batch, args.device, args.max_items
+            model_dir, data, suites, args.batch, args.device, args.max_items, share
         )
         result["model"]["parameters"] = result["tinyminds"]["parameters"]
         if not args.skip_lm_eval:

@@ -164,6 +164,10 @@ PACK_NODES = 128
 other densely (masked): on the CPU 128 was fastest for a 128-wide GPT-2 and as fast as 256 and 512
 for GPT2-44M (benchmarks/README.md)."""
 
+SHARE_ON_GPU_PARAMETERS = 10_000_000
+"""From this size on, prefix sharing is used on a GPU too: the positions it saves cost more than
+building the trees (BLiMP + supplement + EWoK on an H200: see benchmarks/README.md)."""
+
 CHECK_SEQUENCES = 16
 """Sequences scored both with and without prefix sharing before a task is scored with it."""
 
@@ -216,9 +220,11 @@ def score_requests(
     Identical requests are scored once, so two identical sentences always tie exactly. A forward
     pass holds at most ``batch_size`` sequences; with ``share_prefixes`` they are packed into
     prefix trees of about ``pack_nodes`` positions (see the module's docstring). ``None`` (the
-    default) shares prefixes on the CPU only: there the forward pass is the cost, while on a GPU
-    it is cheap next to building the trees in Python, and plain batches keep the GPU busier.
-    The sums stay on the device until the end, so the next batch is built while the GPU works.
+    default) shares prefixes on the CPU, where the forward pass is the cost, and on a GPU for
+    models of at least ``SHARE_ON_GPU_PARAMETERS`` parameters; a smaller model's forward pass on a
+    GPU is cheap next to building the trees in Python, and plain batches are built faster. The
+    sums stay on the device until the end and the inputs are copied from pinned memory, so the
+    next batch is built while the GPU works on this one.
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
@@ -226,7 +232,10 @@ def score_requests(
     scores = [0.0] * n_distinct  # an empty continuation scores 0
     device = next(model.parameters()).device
     if share_prefixes is None:
-        share_prefixes = device.type == "cpu"
+        share_prefixes = (
+            device.type == "cpu"
+            or sum(p.numel() for p in model.parameters()) >= SHARE_ON_GPU_PARAMETERS
+        )
     head = _ScoredPositionsOnly(model)
     done: list[tuple[torch.Tensor, torch.Tensor]] = []  # (distinct indices, sums) per batch
     bar = progress(len(sequences), description, unit="seq")
@@ -465,26 +474,33 @@ def _run(
 ) -> torch.Tensor:
     """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities, on
     the device (reading it there would wait for the GPU)."""
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        # From pinned memory the copy does not wait for the GPU to finish the batch before.
+        if device.type == "cuda":
+            return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor
+
     inputs: dict[str, torch.Tensor | bool] = {
-        "input_ids": batch.input_ids.to(device, non_blocking=True),
+        "input_ids": to_device(batch.input_ids),
         "use_cache": False,  # no key/value cache: one pass, no generation
     }
     if batch.position_ids is not None:
-        inputs["position_ids"] = batch.position_ids.to(device)
+        inputs["position_ids"] = to_device(batch.position_ids)
     if batch.attention_mask is not None:
         # Additive, as the models' own 4D masks are: eager and SDPA attention both take it.
         dtype = next(model.parameters()).dtype
-        allowed = batch.attention_mask.to(device)
+        allowed = to_device(batch.attention_mask)
         inputs["attention_mask"] = torch.zeros(allowed.shape, dtype=dtype, device=device)
         inputs["attention_mask"].masked_fill_(~allowed, torch.finfo(dtype).min)
-    rows, columns = batch.rows.to(device), batch.columns.to(device)
+    rows, columns = to_device(batch.rows), to_device(batch.columns)
     head.batch, head.rows, head.columns, head.used = batch, rows, columns, False
     logits = model(**inputs).logits
     selected = logits[0] if head.used else logits[rows, columns]  # [positions, vocabulary]
     log_probs = selected.float().log_softmax(-1)
-    token_log_probs = log_probs[batch.position.to(device), batch.targets.to(device)]
+    token_log_probs = log_probs[to_device(batch.position), to_device(batch.targets)]
     totals = torch.zeros(len(batch.sequences), dtype=torch.float64, device=device)
-    totals.index_add_(0, batch.slots.to(device), token_log_probs.double())
+    totals.index_add_(0, to_device(batch.slots), token_log_probs.double())
     return totals
 
 

@@ -135,14 +135,19 @@ def score_task(
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int,
     max_items: int | None,
+    share_prefixes: bool | None = None,
 ) -> TaskResult:
-    """Score every pair of every subtask of ``task`` in one batched pass, then decide and count."""
+    """Score every pair of every subtask of ``task`` in one batched pass, then decide and count.
+
+    ``share_prefixes``: see `scoring.score_requests` (None: chosen by device and model size)."""
     started = time.perf_counter()
     chosen = [s.pairs[:max_items] for s in subtasks]  # [:None] keeps them all
     pairs = [pair for selected in chosen for pair in selected]
     prefix = prefix_token(tokenizer) if needs_prefix(pairs) else None
     requests = pair_requests(tokenizer, pairs, prefix)
-    scores = score_requests(model, requests, batch_size, description=task)
+    scores = score_requests(
+        model, requests, batch_size, description=task, share_prefixes=share_prefixes
+    )
     good, bad = scores[: len(pairs)], scores[len(pairs) :]
     records: list[dict[str, Any]] = []
     results, start = [], 0
