@@ -76,7 +76,7 @@ def test_cached_kd_ends_within_one_percent_of_online_kd(
     online = distill(
         student(prepared_data, tmp_path / "online", teachers, teacher_cache=False, **steps)
     )
-    cached = distill(student(prepared_data, tmp_path / "cached", teachers, cache_k=32, **steps))
+    cached = distill(student(prepared_data, tmp_path / "cached", teachers, **steps))  # defaults
     assert abs(cached.best_val_ce - online.best_val_ce) / online.best_val_ce < 0.01
     for run in (tmp_path / "online", tmp_path / "cached"):
         records = read_metrics(run)
@@ -88,9 +88,10 @@ def test_cached_kd_ends_within_one_percent_of_online_kd(
     # The cache lives with the data, keyed by content, and is reused by the next run.
     caches = list((prepared_data / "teacher-cache").iterdir())
     assert len(caches) == 1 and (caches[0] / "meta.json").is_file()
-    assert json.loads((caches[0] / "meta.json").read_text())["selection"] == "topk"
+    meta = json.loads((caches[0] / "meta.json").read_text())
+    assert (meta["selection"], meta["k"]) == ("sample", 128)
     mtime = (caches[0] / "meta.json").stat().st_mtime_ns
-    distill(student(prepared_data, tmp_path / "again", teachers, cache_k=32, max_steps=2))
+    distill(student(prepared_data, tmp_path / "again", teachers, max_steps=2))
     assert (caches[0] / "meta.json").stat().st_mtime_ns == mtime
 
 
@@ -137,7 +138,7 @@ def test_uniform_tail_reads_the_same_cache_and_is_forward_only(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    common = {"cache_k": 16, "cache_dir": str(cache), "max_steps": 4}
+    common = {"cache_k": 16, "cache_selection": "topk", "cache_dir": str(cache), "max_steps": 4}
     distill(student(prepared_data, tmp_path / "bucket", teachers, **common))
     mtime = (cache / "meta.json").stat().st_mtime_ns
     distill(student(prepared_data, tmp_path / "uniform", teachers, cache_tail="uniform", **common))
@@ -150,9 +151,11 @@ def test_uniform_tail_reads_the_same_cache_and_is_forward_only(
         distill(
             student(
                 prepared_data, tmp_path / "rev", teachers, cache_tail="uniform",
-                kl_direction="reverse",
+                cache_selection="topk", kl_direction="reverse",
             )
         )  # fmt: skip
+    with pytest.raises(UserError, match="cache_tail=uniform applies to cache_selection=topk"):
+        distill(student(prepared_data, tmp_path / "s", teachers, cache_tail="uniform"))
 
 
 def test_kd_loss_is_alpha_ce_plus_t2_kl(

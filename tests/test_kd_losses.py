@@ -615,6 +615,24 @@ def test_hybrid_kl_matches_naive_and_autograd(k: int, chunk_rows: int):
     torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
 
 
+def test_sampled_cache_through_the_hybrid_kl_equals_sampled_kl():
+    """The objective reads a sampled cache with chunked_hybrid_kl (no head, rest log 1 = 0)."""
+    from tinyminds.training.objectives.kd_losses import sampled_kl
+    from tinyminds.training.teacher_cache import sampled_buckets
+
+    teacher, student, upstream = make_logits(23, n=3)
+    teacher_lp = torch.log_softmax(teacher / 2.0, -1)
+    ids, log_p, rest = sampled_buckets(teacher_lp, 5, seeds=list(range(B)))
+    weights = upstream[..., 0].abs()
+    a, b = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    expected = sampled_kl(ids, log_p, a, 2.0)
+    got = chunked_hybrid_kl(ids, log_p, rest, b, 2.0, n_tail=5, chunk_rows=3)
+    assert_close(got, expected)
+    (grad_a,) = torch.autograd.grad((expected * weights).sum(), a)
+    (grad_b,) = torch.autograd.grad((got * weights).sum(), b)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-9, atol=1e-12)
+
+
 def test_hybrid_kl_is_unbiased_for_the_dense_kl_and_its_gradient():
     """Averaged over many independent caches, the estimate and its gradient approach the dense
     KL's (the head is exact, the tail's draws unbiased)."""

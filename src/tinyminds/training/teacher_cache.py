@@ -339,7 +339,8 @@ def sampled_buckets(
     samples do not depend on which batch or process computed it. The empirical distribution of the
     k draws is an unbiased estimate of the teacher's, so the forward-KL gradient read from it is
     unbiased too, however flat the teacher is (a top-k cache keeps only the head of the
-    distribution). The third array has no meaning here and is zero.
+    distribution). The third array is the log of the mass the draws share, log 1 = 0 (the sampled
+    KL is the hybrid one with no head: `kd_losses.chunked_hybrid_kl`).
     """
     batch, length, _ = log_probs.shape
     ids = torch.empty(batch, length, k, dtype=torch.long, device=log_probs.device)

@@ -42,7 +42,6 @@ from tinyminds.training.objectives.kd_losses import (
     ensemble_log_probs,
     kd_loss,
     reduce_kl,
-    sampled_kl,
     sparse_kl,
 )
 from tinyminds.training.teacher_cache import (
@@ -147,7 +146,11 @@ class DistillationObjective:
         if self.cache is not None and batch.split == "train":
             ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
             if config.cache_selection == "sample":
-                per_position = sampled_kl(ids, log_probs, logits, config.temperature)
+                # The sampled estimate is the hybrid one with no head: each of the k draws stands
+                # for 1/k of the mass (the cache's rest is log 1 = 0). Closed-form gradient.
+                per_position = chunked_hybrid_kl(
+                    ids, log_probs, rest, logits, config.temperature, ids.shape[-1]
+                )
             elif config.cache_selection == "hybrid":
                 per_position = chunked_hybrid_kl(
                     ids, log_probs, rest, logits, config.temperature, config.cache_k // 2
@@ -195,6 +198,10 @@ def check_distill_config(config: DistillConfig) -> None:
             f"kl_direction=reverse cannot be estimated from sampled teacher tokens "
             f"(cache_selection={config.cache_selection}); use cache_selection=topk or "
             "teacher_cache=false"
+        )
+    if config.teacher_cache and config.cache_tail == "uniform" and config.cache_selection != "topk":
+        raise UserError(
+            f"cache_tail=uniform applies to cache_selection=topk, not {config.cache_selection}"
         )
     if config.teacher_cache and config.cache_tail == "uniform" and config.kl_direction == "reverse":
         raise UserError(
