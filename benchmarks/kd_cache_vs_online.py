@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,34 @@ from tinyminds.training.engine import train
 from tinyminds.training.objectives.distillation import distill
 
 ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "babylm-mini.tar.gz"
+
+
+def prepare_babylm_mini(work: Path, data: Path | None = None) -> Path:
+    """``data`` if given (an already prepared folder), else babylm-mini extracted into ``work`` and
+    prepared there (16,000-token BPE). Also used by compare_objectives.py."""
+    if data is not None:
+        return data
+    with tarfile.open(ARCHIVE) as tar:
+        tar.extractall(work, filter="data")
+    prepare(work / "babylm-mini", work / "data")
+    return work / "data"
+
+
+def train_teachers(names: list[str], common: dict[str, Any], work: Path) -> list[str]:
+    """Train each zoo model in ``names`` with the settings ``common`` (lr 2e-3, 50 warm-up steps),
+    printing its validation CE and time; returns the model folders. Also used by
+    compare_objectives.py."""
+    folders = []
+    for name in names:
+        started = time.perf_counter()
+        result = train(
+            TrainConfig(model=name, out=str(work / name), lr=2e-3, warmup_steps=50, **common)
+        )
+        folders.append(str(result.model_dir))
+        print(
+            f"teacher {name}: validation CE {result.best_val_ce:.4f} ({time.perf_counter() - started:.0f} s)"
+        )
+    return folders
 
 
 def main() -> None:
@@ -50,25 +79,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = args.data
-        if data is None:
-            with tarfile.open(ARCHIVE) as tar:
-                tar.extractall(work, filter="data")
-            data = work / "data"
-            prepare(work / "babylm-mini", data)
+        data = prepare_babylm_mini(work, args.data)
         common = {"data": str(data), "batch_size": args.batch, "epochs": 1, "max_steps": args.steps,
                   "eval_chunks": 2048, "checkpoint_every": 0, "log_every": 50, "seed": 42}  # fmt: skip
 
-        teacher_dirs = []
-        for name in args.teachers.split(","):
-            started = time.perf_counter()
-            result = train(
-                TrainConfig(model=name, out=str(work / name), lr=2e-3, warmup_steps=50, **common)
-            )
-            teacher_dirs.append(str(result.model_dir))
-            print(
-                f"teacher {name}: validation CE {result.best_val_ce:.4f} ({time.perf_counter() - started:.0f} s)"
-            )
+        teacher_dirs = train_teachers(args.teachers.split(","), common, work)
 
         student = {**common, "model": args.model, "teachers": teacher_dirs, "lr": 2e-3, "warmup_steps": 50,
                    "weight_decay": 0.1, "alpha": 0.5, "temperature": 2.0, "kl_reduction": "sequence"}  # fmt: skip
