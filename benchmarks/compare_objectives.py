@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import transformers
-from kd_cache_vs_online import prepare_babylm_mini, train_teachers
+from kd_cache_vs_online import ARCHIVE, prepare_babylm_mini, train_teachers
 
 from tinyminds.console import set_quiet
 from tinyminds.training.config import DistillConfig, TrainConfig
@@ -116,6 +116,12 @@ def main() -> None:
         "--data", type=Path, help="a prepared babylm-mini folder (else prepared here)"
     )
     parser.add_argument(
+        "--archive",
+        type=Path,
+        default=ARCHIVE,
+        help="babylm-mini.tar.gz (default: ../shared/data beside the project)",
+    )
+    parser.add_argument(
         "--teacher-dirs", help="comma-separated trained teacher folders (skip training)"
     )
     parser.add_argument("--generator-dir", help="a trained generator folder (skip its training)")
@@ -133,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        data = prepare_babylm_mini(work, args.data)
+        data = prepare_babylm_mini(work, args.data, args.archive)
         stage("prepare babylm-mini" if args.data is None else "prepared data (given)", started)
         common = {
             "data": str(data),

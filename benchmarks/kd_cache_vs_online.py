@@ -33,12 +33,12 @@ from tinyminds.training.objectives.distillation import distill
 ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "babylm-mini.tar.gz"
 
 
-def prepare_babylm_mini(work: Path, data: Path | None = None) -> Path:
-    """``data`` if given (an already prepared folder), else babylm-mini extracted into ``work`` and
-    prepared there (16,000-token BPE). Also used by compare_objectives.py."""
+def prepare_babylm_mini(work: Path, data: Path | None = None, archive: Path = ARCHIVE) -> Path:
+    """``data`` if given (an already prepared folder), else babylm-mini (``archive``) extracted
+    into ``work`` and prepared there (16,000-token BPE). Also used by compare_objectives.py."""
     if data is not None:
         return data
-    with tarfile.open(ARCHIVE) as tar:
+    with tarfile.open(archive) as tar:
         tar.extractall(work, filter="data")
     prepare(work / "babylm-mini", work / "data")
     return work / "data"
