@@ -7,7 +7,7 @@ spread uniformly, the sampled teacher cache, the hybrid cache (top-k/2 head + k/
 build time, its size per million tokens, and student tokens/s.
 
 Run:  python benchmarks/kd_cache_vs_online.py [--steps 300] [--model gpt2-tiny] [--k 32]
-      [--data PREPARED_DIR] [--ways online,topk,sample,hybrid,hybrid:64] [--json PATH]
+      [--data PREPARED_DIR] [--ways online,topk,sample,hybrid,hybrid:64,sample:128] [--json PATH]
       [--out-table PATH]
 (about 35 minutes on 2 idle CPU cores with the defaults: online KD at a 16,000-token vocabulary
 runs at ~1,700 student tokens/s there; the caches hold only the chunks the 300 steps read.)
@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,38 @@ from tinyminds.training.engine import train
 from tinyminds.training.objectives.distillation import distill
 
 ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "babylm-mini.tar.gz"
+
+
+def prepare_babylm_mini(work: Path, data: Path | None = None, archive: Path = ARCHIVE) -> Path:
+    """``data`` if given (an already prepared folder), else babylm-mini (``archive``) extracted
+    into ``work`` and prepared there (16,000-token BPE). Also used by compare_objectives.py."""
+    if data is not None:
+        return data
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    prepare(work / "babylm-mini", work / "data")
+    return work / "data"
+
+
+def train_teachers(
+    names: list[str], common: dict[str, Any], work: Path, notes: list[str] | None = None
+) -> list[str]:
+    """Train each zoo model in ``names`` with the settings ``common`` (lr 2e-3, 50 warm-up steps),
+    printing its validation CE and time; returns the model folders. Also used by
+    compare_objectives.py."""
+    folders = []
+    for name in names:
+        started = time.perf_counter()
+        result = train(
+            TrainConfig(model=name, out=str(work / name), lr=2e-3, warmup_steps=50, **common)
+        )
+        folders.append(str(result.model_dir))
+        if notes is not None:
+            notes.append(f"{name} val CE {result.best_val_ce:.4f}")
+        print(
+            f"teacher {name}: validation CE {result.best_val_ce:.4f} ({time.perf_counter() - started:.0f} s)"
+        )
+    return folders
 
 
 def main() -> None:
@@ -49,7 +82,7 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=ARCHIVE, help="babylm-mini archive")
     parser.add_argument(
         "--ways",
-        default="online,topk,sample,hybrid",
+        default="online,topk,sample,hybrid,hybrid:64,sample:128",
         help="comma-separated: online, topk (bucket tail), topk-uniform, sample, hybrid; "
         "NAME:K for another k than --k",
     )
@@ -60,29 +93,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = args.data
-        if data is None:
-            if not args.archive.is_file():
-                raise SystemExit(f"{args.archive}: babylm-mini archive not found (--archive)")
-            with tarfile.open(args.archive) as tar:
-                tar.extractall(work, filter="data")
-            data = work / "data"
-            prepare(work / "babylm-mini", data)
+        if args.data is None and not args.archive.is_file():
+            raise SystemExit(f"{args.archive}: babylm-mini archive not found (--archive)")
+        data = prepare_babylm_mini(work, args.data, args.archive)
         common = {"data": str(data), "batch_size": args.batch, "epochs": 1, "max_steps": args.steps,
                   "eval_chunks": 2048, "checkpoint_every": 0, "log_every": 50, "seed": 42}  # fmt: skip
 
-        teacher_dirs: list[str] = []
         teacher_notes: list[str] = []
-        for name in args.teachers.split(","):
-            started = time.perf_counter()
-            result = train(
-                TrainConfig(model=name, out=str(work / name), lr=2e-3, warmup_steps=50, **common)
-            )
-            teacher_dirs.append(str(result.model_dir))
-            teacher_notes.append(f"{name} val CE {result.best_val_ce:.4f}")
-            print(
-                f"teacher {name}: validation CE {result.best_val_ce:.4f} ({time.perf_counter() - started:.0f} s)"
-            )
+        teacher_dirs = train_teachers(args.teachers.split(","), common, work, teacher_notes)
 
         student = {**common, "model": args.model, "teachers": teacher_dirs, "lr": 2e-3, "warmup_steps": 50,
                    "weight_decay": 0.1, "alpha": 0.5, "temperature": 2.0, "kl_reduction": "sequence"}  # fmt: skip

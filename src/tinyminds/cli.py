@@ -275,6 +275,8 @@ def _parser() -> argparse.ArgumentParser:
         "    teachers=[runs/gpt2-44m/model,runs/llama-60m/model]\n"
         "tinyminds distill distill-tiny data=data/demo teacher_cache=false kl_reduction=token\n"
         "tinyminds distill contrastivellama-58m data=data/babylm-10m contrastive_weight=0.1\n"
+        "tinyminds distill maskedadversarialllama-58m data=data/babylm-10m "
+        "generator=runs/electra-56m/model\n"
         "torchrun --nproc_per_node 4 -m tinyminds distill babyllama-58m data=data/babylm-10m",
     )
     sub.add_argument("recipe", help="distillation recipe name (tinyminds recipes) or a YAML path")

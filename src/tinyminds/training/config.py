@@ -110,8 +110,8 @@ class DistillConfig(TrainConfig):
     """Where the teacher cache lives (default: DATA/teacher-cache/KEY, shared by every run with the same teachers)."""
     cache_batch_size: int = 64
     """Chunks per teacher forward pass while building the cache or running teachers online for validation."""
-    objective: Literal["kd", "contrastive"] = "kd"
-    """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M; the teachers run online, so teacher_cache must be false)."""
+    objective: Literal["kd", "contrastive", "mate"] = "kd"
+    """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M); mate: MATE-KD, a masked-LM generator perturbs the text adversarially and the student also distills on the perturbed text (MaskedAdversarialLlama-58M). contrastive and mate run the teachers online, so teacher_cache must be false."""
     ce_weight: float = 0.39
     """objective=contrastive: weight of the student's cross-entropy (paper: 0.39)."""
     kd_weight: float = 0.39
@@ -124,3 +124,23 @@ class DistillConfig(TrainConfig):
     """objective=contrastive: similarity of two representations: cosine (InfoNCE) or the plain dot product (Sohn's N-pair loss)."""
     contrastive_temperature: float = 0.1
     """objective=contrastive: the similarities are divided by this before the softmax over the batch (not given by the paper; chosen here)."""
+    generator: str = ""
+    """objective=mate: the generator's model folder, a masked LM trained by `tinyminds train electra-tiny` / `electra-56m` on the same data (vocabulary = the data's plus [MASK])."""
+    generator_steps: int = 10
+    """objective=mate: generator (maximisation) steps in each round, run before the round's student steps (paper: 10)."""
+    student_steps: int = 100
+    """objective=mate: student (minimisation) optimizer steps in each round (paper: 100). Generator steps read the batches of the round's first student steps and do not count against epochs or max_steps."""
+    mask_fraction: float = 0.3
+    """objective=mate: share of the non-pad tokens masked and refilled by the generator (paper: 30%)."""
+    gumbel_tau: float = 1.0
+    """objective=mate: temperature of the generator's Gumbel-softmax sample, whose straight-through gradient trains it (paper: 1)."""
+    generator_lr: float = 5e-7
+    """objective=mate: learning rate of the generator's own AdamW (constant, no weight decay; paper: 5e-7; 0 freezes the generator)."""
+    generator_grad_clip: float = 5.0
+    """objective=mate: clip the generator's gradient norm to this value (0 turns clipping off; paper: 5). The student's is grad_clip."""
+    mate_ce_weight: float = 1.0
+    """objective=mate: relative weight of the student's CE; the loss is (w_ce CE + w_kd T^2 KL_orig + w_adv T^2 KL_adv) / (w_ce + w_kd + w_adv), so equal weights give the paper's CE/3 + KD_orig/3 + KD_adv/3."""
+    mate_kd_weight: float = 1.0
+    """objective=mate: relative weight of the KD term on the original text (T^2 KL, as the kd objective's)."""
+    mate_adv_weight: float = 1.0
+    """objective=mate: relative weight of the KD term on the generator's perturbed text."""

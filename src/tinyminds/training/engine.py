@@ -4,7 +4,9 @@
 split over data-parallel processes, gradient accumulation, mixed precision on a GPU, clipping, AdamW
 with warm-up + cosine, periodic atomic checkpoints, validation at each epoch's end, and export of the
 best epoch (by validation CE) as a Hugging Face model folder. Objectives (`objectives.py`) decide
-what the loss is; nothing here knows whether it trains a teacher or distills a student.
+what the loss is; nothing here knows whether it trains a teacher or distills a student. An objective
+that trains a model of its own in separate optimizer steps (MATE-KD's generator, `SideSteps`) gets
+them run before the student's steps, on the batches the student reads next (`run_side_steps`).
 
 Every random choice is a function of the seed and the step, and the random-number states are
 saved in each checkpoint, so a run killed at any point and resumed ends with the same weights as an
@@ -54,7 +56,13 @@ from tinyminds.training import checkpoint
 from tinyminds.training.config import TrainConfig
 from tinyminds.training.distributed import DistContext
 from tinyminds.training.metrics import MetricsLog
-from tinyminds.training.objectives import Batch, CausalLMObjective, Objective, SetupContext
+from tinyminds.training.objectives import (
+    Batch,
+    CausalLMObjective,
+    Objective,
+    SetupContext,
+    SideSteps,
+)
 from tinyminds.training.objectives.mlm import MLMObjective
 from tinyminds.training.schedule import cosine_with_warmup
 
@@ -304,8 +312,11 @@ def _train(
                 train_rows=chunks_read(
                     len(train_chunks), config.seed, batch * accum, steps_per_epoch, total_steps
                 ),
+                mean=context.mean,
             )
         )
+    # An objective with optimizer steps of its own (MATE-KD's generator): see `run_side_steps`.
+    side = objective if isinstance(objective, SideSteps) else None
     trainable: list[nn.Module] = [model]
     objective_params: list[nn.Parameter] = []
     if isinstance(objective, nn.Module):  # objectives may own parameters (e.g. projection heads)
@@ -354,6 +365,8 @@ def _train(
         model.load_state_dict(saved["model"])
         if isinstance(objective, nn.Module):
             objective.load_state_dict(saved["objective"])
+        if side is not None:
+            side.load_side_state(saved["side"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -415,6 +428,7 @@ def _train(
             saved_state = {
                 "model": model.state_dict(),
                 "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
+                "side": side.side_state() if side is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -430,6 +444,32 @@ def _train(
             raise failure
         if failed:
             raise UserError("the main process could not write a checkpoint (see its message)")
+
+    def micro_indices(order: np.ndarray, step_in_epoch: int, micro: int) -> np.ndarray:
+        """This process's chunks of micro-batch ``micro`` of the epoch's step ``step_in_epoch``."""
+        first = (step_in_epoch * accum + micro) * batch + context.rank * local_batch
+        return order[first : first + local_batch]
+
+    def run_side_steps(order: np.ndarray, step_in_epoch: int) -> None:
+        """The objective's own optimizer steps due before this step (MATE-KD's generator).
+
+        Side step j reads the micro-batches of the epoch's step ``step_in_epoch + j`` (wrapping
+        round to the epoch's start): the chunks the student reads next. So side steps take no data
+        of their own, and the step counter, epochs, schedule and ``max_steps`` count the student's
+        steps only. They run on the unwrapped model: no DDP hooks fire, as only the objective's
+        own parameters get gradients. Being a function of the step, they repeat on resume.
+        """
+        assert side is not None
+        for j in range(side.side_steps_before(state.step)):
+            ahead = (step_in_epoch + j) % steps_per_epoch
+            batches = [
+                to_batch(micro_indices(order, ahead, micro), train_chunks, "train")
+                for micro in range(accum)
+            ]
+            values = side.side_step(model, batches)
+            # Labelled with the step they precede, so a resume (which truncates the log after the
+            # checkpoint's step) drops them with that step and writes them again.
+            metrics.write({"kind": side.side_name, "step": state.step + 1, **values})
 
     # --- the loop ---------------------------------------------------------------------------------
     model.train()
@@ -467,10 +507,11 @@ def _train(
         while state.step < epoch_end:
             step_started = time.perf_counter()
             step_in_epoch = state.step - epoch * steps_per_epoch
+            if side is not None:
+                run_side_steps(order, step_in_epoch)
             step_loss = torch.zeros((), device=device)
             for micro in range(accum):
-                first = (step_in_epoch * accum + micro) * batch + context.rank * local_batch
-                indices = order[first : first + local_batch]
+                indices = micro_indices(order, step_in_epoch, micro)
                 sync = micro == accum - 1 or not context.enabled
                 with nullcontext() if sync else forward_model.no_sync(), autocast():
                     output = objective(forward_model, to_batch(indices, train_chunks, "train"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,9 @@ class SetupContext:
     train_rows: Any
     """Sorted indices (numpy int64) of every training chunk the whole run reads, all processes and
     epochs together (`tinyminds.data.chunks.chunks_read`): what a teacher cache must hold."""
+    mean: Callable[[torch.Tensor], torch.Tensor] = torch.clone
+    """Averages a tensor over the processes (a copy alone): how an objective that steps its own
+    optimizer (`SideSteps`) averages its gradients under torch.distributed."""
 
 
 class Objective(Protocol):
@@ -66,6 +69,36 @@ class Objective(Protocol):
     """
 
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput: ...
+
+
+@runtime_checkable
+class SideSteps(Protocol):
+    """An objective that also trains a model of its own in optimizer steps between the student's
+    (MATE-KD's generator). The engine calls `side_steps_before` before each of its own optimizer
+    steps and runs that many `side_step` calls first. Those steps read the micro-batches of the
+    engine's next steps in the epoch (the same chunks the student reads next), so they consume no
+    data of their own and do not advance the step counter, the epochs or ``max_steps``. The
+    objective owns the side model's optimizer (never the engine's), averages its gradients over
+    processes (`SetupContext.mean`), and hands its state to every checkpoint (`side_state`).
+    """
+
+    side_name: str
+    """The ``kind`` of the metrics records written for side steps (e.g. ``generator``)."""
+
+    def side_steps_before(self, step: int) -> int:
+        """How many side steps to run before the engine's optimizer step number ``step + 1``."""
+        ...
+
+    def side_step(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
+        """One side optimizer step over ``batches`` (the micro-batches of one engine step); returns
+        metrics already averaged over processes. ``model`` is the student, unwrapped (no DDP)."""
+        ...
+
+    def side_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (weights, optimizer), saved in each checkpoint."""
+        ...
+
+    def load_side_state(self, state: dict[str, Any]) -> None: ...
 
 
 def next_token_labels(input_ids: torch.Tensor) -> torch.Tensor:

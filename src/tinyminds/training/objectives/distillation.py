@@ -216,6 +216,8 @@ def check_distill_config(config: DistillConfig) -> None:
         )
     if config.objective == "contrastive":
         check_contrastive_config(config)
+    if config.objective == "mate":
+        check_mate_config(config)
 
 
 def check_contrastive_config(config: DistillConfig) -> None:
@@ -253,6 +255,53 @@ def check_contrastive_config(config: DistillConfig) -> None:
         )
 
 
+def check_mate_config(config: DistillConfig) -> None:
+    """objective=mate: generator, rounds, masking, weights and the teacher cache."""
+    if not config.generator:
+        raise UserError(
+            "objective=mate needs generator=FOLDER: a masked LM trained on the same data by "
+            "`tinyminds train electra-tiny` (or electra-56m), e.g. runs/electra-tiny/model"
+        )
+    steps = {"generator_steps": config.generator_steps, "student_steps": config.student_steps}
+    bad_steps = [f"{k}={v}" for k, v in steps.items() if v < 1]
+    if bad_steps:
+        raise UserError(
+            f"objective=mate: {', '.join(bad_steps)}; generator and student steps per round "
+            "must be at least 1"
+        )
+    if not 0.0 < config.mask_fraction <= 1.0:
+        raise UserError(
+            f"mask_fraction must lie in (0, 1] (the share of tokens the generator refills), "
+            f"got {config.mask_fraction}"
+        )
+    if not config.gumbel_tau > 0:
+        raise UserError(f"gumbel_tau must be positive, got {config.gumbel_tau}")
+    if not config.generator_lr >= 0:
+        raise UserError(f"generator_lr must not be negative, got {config.generator_lr}")
+    if not config.generator_grad_clip >= 0:
+        raise UserError(
+            f"generator_grad_clip must not be negative (0 turns clipping off), got "
+            f"{config.generator_grad_clip}"
+        )
+    weights = {
+        "mate_ce_weight": config.mate_ce_weight,
+        "mate_kd_weight": config.mate_kd_weight,
+        "mate_adv_weight": config.mate_adv_weight,
+    }
+    negative = [f"{k}={v}" for k, v in weights.items() if not v >= 0]
+    if negative:
+        raise UserError(f"objective=mate: weights must not be negative: {', '.join(negative)}")
+    if not any(weights.values()):
+        raise UserError(
+            "objective=mate: mate_ce_weight, mate_kd_weight and mate_adv_weight are all zero"
+        )
+    if config.teacher_cache:
+        raise UserError(
+            "objective=mate runs the teachers online: they must score the generator's perturbed "
+            "text, which changes at every step and cannot be cached; set teacher_cache=false"
+        )
+
+
 def student_width(config: DistillConfig) -> int:
     """Hidden width of the student (its zoo entry, or the ``init_from`` folder's config)."""
     if config.init_from:
@@ -282,4 +331,14 @@ def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
             "cannot serve the contrastive term's representations)"
         )
         objective = ContrastiveObjective(objective, student_width(config), config.seed)
+    elif config.objective == "mate":
+        from tinyminds.training.objectives.mate import MateObjective, load_generator
+
+        info(
+            f"objective=mate: {config.generator_steps} generator steps (on the batches of the "
+            f"next student steps) before every {config.student_steps} student steps; the teachers "
+            "run online"
+        )
+        generator = load_generator(Path(config.generator), data, student)
+        objective = MateObjective(objective, generator)
     return train(config, objective=objective, resume=resume)

@@ -51,6 +51,10 @@ representations of the other inputs. ``sim`` is the cosine similarity (default) 
 (Sohn's original N-pair loss, without normalisation). A sequence representation is the mean over
 its positions (`mean_pool`) of the last hidden states or of the logits.
 
+MATE-KD (`mate_loss`, MaskedAdversarialLlama-58M). The student's loss weighs its CE, the KD term on
+the original text and the KD term on the generator's perturbed text equally by default:
+``CE/3 + T^2 KL_orig/3 + T^2 KL_adv/3`` (the objective itself is `mate.MateObjective`).
+
 Memory-lean path (`chunked_dense_kl`). On a GPU, the float32 copies of the ``[B, L, V]`` student
 logits and softmax that autograd keeps for the dense KL are the main memory cost of a KD step.
 `chunked_dense_kl` processes the flattened positions in chunks, computes each chunk's KL values
@@ -80,6 +84,7 @@ __all__ = [
     "ensemble_log_probs",
     "info_nce",
     "kd_loss",
+    "mate_loss",
     "mean_pool",
     "reduce_kl",
     "sparse_kl",
@@ -341,6 +346,28 @@ def kd_loss(ce: Tensor, kl: Tensor, alpha: float, temperature: float) -> Tensor:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
     return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+
+
+def mate_loss(
+    ce: Tensor,
+    kl_orig: Tensor,
+    kl_adv: Tensor,
+    weights: Sequence[float],
+    temperature: float,
+) -> Tensor:
+    """MATE-KD's student loss ``(w_ce CE + w_kd T^2 KL_orig + w_adv T^2 KL_adv) / sum(w)``.
+
+    ``kl_orig`` and ``kl_adv`` are the reduced KLs to the teachers' ensemble on the original and
+    on the generator's perturbed text; each KD term is ``T^2 KL``, as in `kd_loss`. The weights
+    ``(w_ce, w_kd, w_adv)`` are relative: equal weights give the paper's
+    ``CE/3 + KD_orig/3 + KD_adv/3``.
+    """
+    _check_temperature(temperature)
+    w_ce, w_kd, w_adv = (float(w) for w in weights)
+    if min(w_ce, w_kd, w_adv) < 0 or w_ce + w_kd + w_adv <= 0:
+        raise ValueError(f"weights must be non-negative and not all zero, got {list(weights)}")
+    kd = temperature**2 * (w_kd * kl_orig + w_adv * kl_adv)
+    return (w_ce * ce + kd) / (w_ce + w_kd + w_adv)
 
 
 class _ChunkedDenseKL(torch.autograd.Function):
