@@ -1,0 +1,149 @@
+"""`tinyminds reproduce --scale tiny` end to end with a few steps per model: the report's tables
+read back against the results files, reuse, and a changed setting rerunning only its dependants."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import small_evaluation_data
+
+from tinyminds.cli import main
+from tinyminds.demo import EVAL_DATA_ENV
+from tinyminds.evaluation.published import match_published
+from tinyminds.reproduce.graph import run_lock
+from tinyminds.reproduce.stages import GRID
+
+ZERO_SHOT = ("blimp", "supplement", "ewok")
+
+
+def table(report: str, heading: str) -> list[dict[str, str]]:
+    """The Markdown table under ``## heading`` as one dict per row (header -> cell)."""
+    section = report.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (cell.strip() for cell in row.strip("|").split("|")), strict=True))
+        for row in rows[2:]
+    ]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["reproduce", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_inputs_are_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(EVAL_DATA_ENV, raising=False)
+    out = tmp_path / "run"
+    code, _, err = run(
+        capsys,
+        "--scale",
+        "mini",
+        "--corpus",
+        str(tmp_path / "nope"),
+        "--out",
+        str(out),
+        "--skip-evaluation",
+    )
+    assert code == 2 and f"corpus folder {tmp_path / 'nope'} does not exist" in err
+    code, _, err = run(capsys, "--scale", "paper", "--out", str(out), "--skip-evaluation")
+    assert code == 2 and "--scale paper needs --corpus DIR" in err
+    code, _, err = run(capsys, "--scale", "tiny", "--out", str(out))
+    assert code == 2 and "no evaluation data (looked at:" in err and "--skip-evaluation" in err
+    assert err.count("\n") == 1  # one line, no traceback
+    assert not (out / "stages").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shakespeare_corpus: Path
+) -> None:
+    out = tmp_path / "run"
+    with run_lock(out):
+        code, _, err = run(
+            capsys, "--corpus", str(shakespeare_corpus), "--out", str(out), "--skip-evaluation"
+        )
+    assert code == 2 and "is in use by another tinyminds reproduce" in err
+    assert not (out / "stages").exists()
+
+
+@pytest.mark.slow
+def test_tiny_grid_report_reuse_and_invalidation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shakespeare_corpus: Path
+) -> None:
+    eval_data = small_evaluation_data(tmp_path / "evaluation_data")
+    if eval_data is None:
+        pytest.skip("no evaluation archives in ../shared/data")
+    out = tmp_path / "run"
+    base = ["--corpus", str(shakespeare_corpus), "--eval-data", str(eval_data), "--out", str(out)]
+    base += ["--max-steps", "3"]
+    code, stdout, err = run(capsys, *base, "--max-items", "4")
+    assert code == 0, err[-3000:]
+    runnable = [e for e in GRID if e.stage != "maskedadversarialllama-58m"]
+    evaluated = [e for e in runnable if e.causal_lm]  # not the generator, a masked LM
+    # prepare + models + their evaluations + compare
+    assert (
+        f": {1 + len(runnable) + len(evaluated) + 1} stages ran, 0 reused, 2 skipped, 0 failed"
+        in stdout
+    )
+
+    report = (out / "report.md").read_text(encoding="utf-8")
+    results = {}
+    for entry in evaluated:
+        (path,) = out.glob(f"stages/eval-{entry.stage}-*/{entry.stage}.json")
+        results[entry.paper_name] = json.loads(path.read_text(encoding="utf-8"))
+    labels = {"blimp": "BLiMP filtered", "supplement": "BLiMP supplement", "ewok": "EWoK"}
+    for heading, which in (("Table 2", 2), ("Table 3", 3)):
+        rows = table(report, heading)
+        assert [row["model"] for row in rows] == [e.paper_name for e in GRID if e.table == which]
+        for row in rows:
+            published = [p for p in match_published(row["model"]) if p.label == "paper"]
+            for task in ZERO_SHOT:
+                label = labels[task]
+                expected = (
+                    f"{published[0].scores[task]:.1f}"
+                    if published and task in published[0].scores
+                    else "–"
+                )
+                assert row[f"{label} (paper)"] == expected
+                if row["model"] in results:
+                    accuracy = results[row["model"]]["tasks"][task]["accuracy"]
+                    assert row[label] == f"{100 * accuracy:.1f}", (row["model"], task)
+                else:
+                    assert row[label] == "–"
+    configs = {row["model"]: row for row in table(report, "Table 1")}
+    assert configs["DistilledGPT-44M"]["steps run"] == "3"
+    assert configs["DistilledGPT-44M"]["teachers"] == "GPT2-44M, Llama-60M"
+    for entry in evaluated:
+        parameters = results[entry.paper_name]["model"]["parameters"]
+        assert configs[entry.paper_name]["parameters"] == f"{parameters:,}"
+    comparison = json.loads(next(out.glob("stages/compare-*/comparison.json")).read_text())
+    tests = {row["task"]: row for row in table(report, "Wilcoxon tests")}
+    for c in comparison["comparisons"]:
+        assert tests[labels[c["task"]]]["n"] == str(c["n"])
+    stages = {row["stage"]: row for row in table(report, "Stages")}
+    assert stages["gpt2-44m"]["state"] == "ran"
+    assert stages["maskedadversarialllama-58m"]["state"].startswith("skipped: recipe mate-tiny")
+    for chart in ("learning_curves", "student_losses", "scores"):
+        assert f"]({chart}.png)" in report
+        assert (out / f"{chart}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # A rerun reuses everything.
+    code, stdout, _ = run(capsys, *base, "--max-items", "4")
+    assert code == 0 and ": 0 stages ran, 19 reused" in stdout
+    # Another evaluation setting: the dry run shows the evaluations stale, the models done...
+    code, stdout, _ = run(capsys, *base, "--max-items", "3", "--dry-run")
+    states = dict(re.findall(r"^  (\S+) +[0-9a-f]{12}  (\w+(?: \w+)?)", stdout, re.MULTILINE))
+    assert states["gpt2-44m"] == "done" and states["eval-gpt2-44m"] == "stale"
+    assert states["compare"] == "stale" and states["maskedadversarialllama-58m"] == "unavailable"
+    # ... --only runs one stage (its model is done) ...
+    code, stdout, _ = run(capsys, *base, "--max-items", "3", "--only", "eval-gpt2-44m")
+    assert code == 0 and ": 1 stages ran, 0 reused" in stdout  # gpt2-44m is done: not selected
+    # ... and the whole run reruns the other evaluations and the comparison only.
+    code, stdout, _ = run(capsys, *base, "--max-items", "3")
+    assert code == 0 and f": {len(evaluated)} stages ran, {len(runnable) + 2} reused" in stdout
