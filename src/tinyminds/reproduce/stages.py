@@ -198,7 +198,8 @@ class Settings:
     """What one `tinyminds reproduce` run was asked for."""
 
     scale: Scale
-    corpus: Path
+    corpus: Path | None
+    """The corpus folder (None: the embedded corpus, written into the run folder)."""
     eval_folder: Path | None
     """The evaluation data (None: no evaluation stages)."""
     eval_tasks: list[str]
@@ -208,6 +209,8 @@ class Settings:
     device: str = "auto"
     eval_threads: int = 0
     """torch threads while scoring (0: torch's default)."""
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    """Stage -> extra ``key=value`` overrides of its recipe (``--set STAGE.key=value``)."""
 
 
 def hash_files(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
@@ -226,6 +229,7 @@ def hash_files(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
 
 def _overrides(entry: ModelEntry, settings: Settings) -> list[str]:
     overrides = list(entry.overrides.get(settings.scale.name, ()))
+    overrides += settings.overrides.get(entry.stage, [])
     if settings.max_steps:
         overrides.append(f"max_steps={settings.max_steps}")
     if settings.device != "auto":
@@ -240,7 +244,8 @@ def _load_config(entry: ModelEntry, settings: Settings, extra: list[str]) -> Any
 
 
 def _unavailable(entry: ModelEntry, settings: Settings) -> str | None:
-    """Why ``entry`` cannot run at this scale (an unregistered recipe, a config error), or None."""
+    """Why ``entry`` cannot run at this scale (an unregistered recipe, or a MATE-KD recipe without
+    the generator key), or None; any other config error is the user's, raised at once."""
     recipe = entry.recipes[settings.scale.name]
     try:
         find_recipe(recipe, entry.kind)
@@ -250,7 +255,9 @@ def _unavailable(entry: ModelEntry, settings: Settings) -> str | None:
     try:
         _load_config(entry, settings, extra)
     except UserError as error:
-        return f"recipe {recipe}: {error}"
+        if entry.generator and GENERATOR_KEY in str(error):  # MATE-KD named its key otherwise
+            return f"recipe {recipe} takes no {GENERATOR_KEY}= ({error})"
+        raise UserError(f"{entry.stage} (recipe {recipe}): {error}") from None
     return None
 
 
@@ -274,6 +281,7 @@ def _prepare_stage(settings: Settings) -> Callable[[StageContext], dict[str, Any
     def run(context: StageContext) -> dict[str, Any]:
         from tinyminds.data.prepare import prepare
 
+        assert settings.corpus is not None
         manifest = prepare(
             settings.corpus,
             context.folder / "data",
@@ -376,11 +384,13 @@ def _compare_stage(context: StageContext) -> dict[str, Any]:
 def build_stages(settings: Settings) -> list[Stage]:
     """The stages of the grid at ``settings.scale`` (see the module's docstring)."""
     options = asdict(PrepareOptions(vocab_size=settings.scale.vocab_size))
+    corpus = settings.corpus
+    assert corpus is not None, "reproduce writes the default corpus before building the stages"
     stages = [
         Stage(
             "prepare",
             (),
-            {"kind": "prepare", "corpus": hash_files(settings.corpus), "options": options},
+            {"kind": "prepare", "corpus": hash_files(corpus), "options": options},
             _prepare_stage(settings),
             group="data",
         )
