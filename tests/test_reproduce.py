@@ -172,3 +172,30 @@ def test_tiny_grid_report_reuse_and_invalidation(
     # ... and the whole run reruns the other evaluations and the comparison only.
     code, stdout, _ = run(capsys, *base, "--max-items", "3")
     assert code == 0 and f": {len(evaluated)} stages ran, {len(runnable) + 2} reused" in stdout
+
+
+def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinyminds.reproduce import report
+
+    def fake_results(graph: object, stage: str) -> dict[str, object] | None:
+        if stage != "distilledgpt-44m":
+            return None  # BabyLlama-58M not fine-tuned: its measured cells stay empty
+        tasks = {"rte": {"score": 0.5543, "baseline": 0.527}, "cola": {"score": 0.012}}
+        return {"glue": {"tasks": tasks, "macro": {"score": 0.61, "baseline": 0.55}}}
+
+    monkeypatch.setattr(report, "_results", fake_results)
+    lines = report.table_4(None)  # type: ignore[arg-type]
+    assert lines is not None
+    rows = table("## t\n" + "\n".join(lines), "t")
+    by_task = {row["GLUE task"]: row for row in rows}
+    assert by_task["rte"]["DistilledGPT-44M"] == "55.4"
+    assert by_task["rte"]["DistilledGPT-44M (paper)"] == "55.4"
+    assert by_task["rte"]["BabyLlama-58M"] == "–"
+    assert by_task["rte"]["BabyLlama-58M (paper)"] == "49.6"
+    assert by_task["rte"]["DistilledGPT-44M majority"] == "52.7"
+    assert by_task["cola"]["DistilledGPT-44M"] == "1.2"  # MCC x 100
+    assert by_task["mrpc"]["DistilledGPT-44M"] == "–"
+    macro = rows[-1]
+    assert macro["DistilledGPT-44M"] == "61.0" and macro["DistilledGPT-44M (paper)"] == "68.8"
+    monkeypatch.setattr(report, "_results", lambda graph, stage: None)
+    assert report.table_4(None) is None  # type: ignore[arg-type]

@@ -213,7 +213,7 @@ def table_4(graph: Graph) -> list[str] | None:
         return None
     cells = ["GLUE task"]
     for entry in entries:
-        cells += [entry.paper_name, f"{entry.paper_name} (paper)", "majority baseline"]
+        cells += [entry.paper_name, f"{entry.paper_name} (paper)", f"{entry.paper_name} majority"]
     lines = _header(cells)
     for task in GLUE_ORDER:
         row = [task]
