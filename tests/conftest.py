@@ -21,6 +21,26 @@ os.environ.setdefault("TINYMINDS_QUIET", "1")
 set_quiet(True)
 
 
+# A few subtask files of each zero-shot task (the first of each archive, by name): enough for the
+# demo's and reproduce's evaluation stages to run quickly.
+EVAL_SUBTASKS = {"blimp": 2, "supplement": 2, "ewok": 2}
+
+
+def small_evaluation_data(target: Path) -> Path | None:
+    """A few subtasks of BLiMP, the supplement and EWoK in ``target``; None without the archives."""
+    archives = [SHARED_DATA / f"{task}_filtered.tar.gz" for task in EVAL_SUBTASKS]
+    if not all(archive.is_file() for archive in archives):
+        return None
+    for archive, count in zip(archives, EVAL_SUBTASKS.values(), strict=True):
+        with tarfile.open(archive) as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jsonl")),
+                key=lambda m: m.name,
+            )
+            tar.extractall(target, members=members[:count], filter="data")
+    return target
+
+
 def shared_archive(name: str) -> Path:
     """``../shared/data/NAME``, or skip the test with the reason when this clone has no such file."""
     path = SHARED_DATA / name

@@ -7,21 +7,17 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import EVAL_SUBTASKS, SHARED_DATA, small_evaluation_data
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tinyminds.demo import DEMO_EVAL_MAX_ITEMS, EVAL_DATA_ENV
+from tinyminds.demo import DEMO_EVAL_MAX_ITEMS, DEMO_MAX_STEPS_ENV, EVAL_DATA_ENV
 from tinyminds.training.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-# A few subtask files of each zero-shot task, extracted from ../shared/data for the demo's
-# evaluation stage (the first files of each archive, by name).
-EVAL_SUBTASKS = {"blimp": 2, "supplement": 2, "ewok": 2}
 
 pytestmark = pytest.mark.slow
 
@@ -42,26 +38,14 @@ def test_quick_start_is_make_demo_and_make_test() -> None:
     assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
-def small_evaluation_data(target: Path) -> Path | None:
-    """A few subtasks of BLiMP, the supplement and EWoK in ``target``; None without the archives."""
-    archives = [SHARED_DATA / f"{task}_filtered.tar.gz" for task in EVAL_SUBTASKS]
-    if not all(archive.is_file() for archive in archives):
-        return None
-    for archive, count in zip(archives, EVAL_SUBTASKS.values(), strict=True):
-        with tarfile.open(archive) as tar:
-            members = sorted(
-                (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jsonl")),
-                key=lambda m: m.name,
-            )
-            tar.extractall(target, members=members[:count], filter="data")
-    return target
-
-
 def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "tinyminds", "demo", "--out", str(out)]
     eval_data = small_evaluation_data(tmp_path / "evaluation_data")
     env = {k: v for k, v in os.environ.items() if k != EVAL_DATA_ENV}
+    # The demo is `tinyminds reproduce --scale tiny`; a few steps per model keep the suite fast
+    # (`make demo` runs the full 60 steps per model).
+    env[DEMO_MAX_STEPS_ENV] = "4"
     started = time.perf_counter()
     first = subprocess.run(
         [*command, *(["--eval-data", str(eval_data)] if eval_data else [])],
@@ -73,20 +57,23 @@ def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path: Path) -> None:
     first_seconds = time.perf_counter() - started
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"outputs in {out}/" in first.stdout
-    for model in ("gpt2-tiny", "llama-tiny"):
-        row = next(line for line in first.stdout.splitlines() if line.startswith(model))
-        val_ce = float(row.split()[2])
-        assert val_ce < 6.5, row  # uniform over the 4,000-token vocabulary would be 8.29
-        folder = out / "runs" / model / "model"
+    assert (out / "report.md").is_file()
+    for stage in ("gpt2-44m", "llama-60m", "distilledgpt-44m", "babyllama-58m"):
+        row = next(line for line in first.stdout.splitlines() if line.startswith(stage + " "))
+        val_ce = float(row.split()[3])
+        assert val_ce < 8.29, row  # uniform over the 4,000-token vocabulary
+        (folder,) = out.glob(f"stages/{stage}-*/run/model")
         AutoModelForCausalLM.from_pretrained(folder)
         AutoTokenizer.from_pretrained(folder)
-        assert any(r["kind"] == "val" for r in read_metrics(out / "runs" / model))
-    assert (out / "data" / "manifest.json").is_file()
+        assert any(r["kind"] == "val" for r in read_metrics(folder.parent))
+    # MATE-KD is not in this tinyminds: its stage is skipped with the reason, nothing fails.
+    assert "skipped maskedadversarialllama-58m: recipe mate-tiny is not registered" in first.stdout
+    assert len(list(out.glob("stages/prepare-*/data/manifest.json"))) == 1
 
     started = time.perf_counter()
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "reused" in second.stdout
+    assert "reused" in second.stdout and " 0 stages ran" in second.stdout
     assert time.perf_counter() - started < first_seconds / 2
     # Without evaluation data the demo says how to get it and still succeeds.
     assert "No evaluation data, so the demo skipped its evaluation stage" in second.stdout
@@ -94,24 +81,22 @@ def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path: Path) -> None:
 
     if eval_data is None:
         pytest.skip(f"demo checked; its evaluation stage was not: no archives in {SHARED_DATA}")
-    assert "evaluation, a quick look" in first.stdout and "tinyminds evaluate" in first.stdout
-    for model in ("distill-tiny", "gpt2-tiny", "llama-tiny"):
-        summary = json.loads((out / "results" / f"{model}.json").read_text(encoding="utf-8"))
+    for model in ("distilledgpt-44m", "gpt2-44m", "llama-60m"):
+        (path,) = out.glob(f"stages/eval-{model}-*/{model}.json")
+        summary = json.loads(path.read_text(encoding="utf-8"))
         assert summary["complete"] and summary["max_items"] == DEMO_EVAL_MAX_ITEMS
         counts = {task: entry["subtask_count"] for task, entry in summary["tasks"].items()}
         assert counts == EVAL_SUBTASKS
         for task, entry in summary["tasks"].items():
             assert entry["n"] == DEMO_EVAL_MAX_ITEMS * EVAL_SUBTASKS[task], (model, task)
-    table = (out / "comparison" / "comparison.md").read_text(encoding="utf-8")
-    assert "| task | distill-tiny | gpt2-tiny | llama-tiny |" in table
-    statistics = json.loads((out / "comparison" / "comparison.json").read_text(encoding="utf-8"))
-    tested = {(c["task"], c["a"], c["b"]) for c in statistics["comparisons"]}
-    assert tested == {
-        (task, "distill-tiny", teacher)
-        for task in EVAL_SUBTASKS
-        for teacher in ("gpt2-tiny", "llama-tiny")
+    (statistics,) = out.glob("stages/compare-*/comparison.json")
+    tested = {
+        (c["task"], c["a"], c["b"])
+        for c in json.loads(statistics.read_text(encoding="utf-8"))["comparisons"]
     }
-    assert (out / "comparison" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert tested == {(task, "distilledgpt-44m", "babyllama-58m") for task in EVAL_SUBTASKS}
+    for chart in ("learning_curves", "student_losses", "scores"):
+        assert (out / f"{chart}.png").read_bytes()[:4] == b"\x89PNG"
     # EWoK's items never reach the output (the test reads them, never prints them).
     for path in sorted((eval_data / "ewok_filtered").glob("*.jsonl")):
         item = json.loads(path.read_text(encoding="utf-8").splitlines()[0])

@@ -7,6 +7,7 @@ removed. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from dataclasses import fields
@@ -167,6 +168,44 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"table:  {files.markdown_path}")
     print(f"tests:  {files.json_path}")
     print(f"chart:  {files.png_path}")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from tinyminds.demo import find_eval_data
+    from tinyminds.reproduce import make_settings, print_summary, reproduce
+
+    out = Path(args.out)
+    search = find_eval_data(out, Path(args.eval_data) if args.eval_data else None)
+    if search.folder is None and not args.skip_evaluation:
+        raise UserError(
+            f"no evaluation data (looked at: {'; '.join(search.looked)}); pass --eval-data DIR (the BabyLM 2024 evaluation_data folder: "
+            "https://osf.io/ad7qg/) or --skip-evaluation"
+        )
+    settings = make_settings(
+        args.scale,
+        out,
+        Path(args.corpus) if args.corpus else None,
+        None if args.skip_evaluation else search.folder,
+        [] if args.skip_evaluation else search.tasks,
+        max_steps=-1 if args.max_steps is None else args.max_steps,
+        eval_max_items="scale" if args.max_items is None else (args.max_items or None),
+        glue=args.glue,
+        device=args.device,
+        overrides=args.set,
+    )
+    only = [name for item in args.only or [] for name in item.split(",") if name]
+    command = "tinyminds " + shlex.join(args.argv)
+    result = reproduce(settings, out, only=only, dry_run=args.dry_run, command=command)
+    if args.dry_run:
+        return
+    print_summary(result)
+    failed = result.summary.failed if result.summary else {}
+    if failed:
+        name, why = next(iter(failed.items()))
+        more = (
+            f" (and {len(failed) - 1} more stages; see {result.report})" if len(failed) > 1 else ""
+        )
+        raise UserError(f"stage {name} failed: {why}{more}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -380,6 +419,90 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=_compare)
 
     sub = command(
+        "reproduce",
+        "Run the paper's experiment grid (teachers, baselines, generator, the four students, "
+        "evaluation, Wilcoxon tests) as a graph of content-addressed stages, and write "
+        "RUN_DIR/report.md. A rerun skips finished stages, an interrupted one resumes, and a "
+        "changed recipe reruns only what depends on it.",
+        "tinyminds reproduce --scale tiny --eval-data evaluation_data/ --out runs/repro-tiny\n"
+        "tinyminds reproduce --scale mini --corpus babylm-mini/ --eval-data evaluation_data/ "
+        "--out runs/repro-mini\n"
+        "tinyminds reproduce --scale paper --corpus babylm_data/ --eval-data evaluation_data/ "
+        "--out runs/paper --dry-run\n"
+        "tinyminds reproduce --scale paper --corpus babylm_data/ --eval-data evaluation_data/ "
+        "--out runs/paper --only eval-distilledgpt-44m --max-steps 300",
+    )
+    sub.add_argument(
+        "--scale",
+        choices=["tiny", "mini", "paper"],
+        default="tiny",
+        help="tiny: scaled-down models, 60 steps each, on the embedded corpus (minutes on a "
+        "CPU); mini: the same models for whole epochs on a babylm-mini-sized corpus; paper: the "
+        "paper's recipes (a GPU). Default tiny",
+    )
+    sub.add_argument(
+        "--corpus",
+        metavar="DIR",
+        help="corpus folder (BabyLM layout); required for mini and paper, default for tiny: the "
+        "embedded Shakespeare corpus",
+    )
+    sub.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        help="BabyLM evaluation_data/ folder (default: $TINYMINDS_EVAL_DATA, then "
+        "RUN_DIR/evaluation_data/); reproduce refuses to start without one unless "
+        "--skip-evaluation",
+    )
+    sub.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
+    sub.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE",
+        help="run only these stages (comma-separated names or patterns such as 'eval-*'; "
+        "repeatable) plus whichever of their dependencies are not finished yet",
+    )
+    sub.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the stage graph with each stage's state (done, to run, partial, stale, "
+        "unavailable) and run nothing",
+    )
+    sub.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="at most N optimizer steps per training stage (0: whole epochs; default: 60 "
+        "for tiny, whole epochs otherwise); a bounded run for timings or a smoke test",
+    )
+    sub.add_argument(
+        "--max-items",
+        type=int,
+        metavar="N",
+        help="score at most N pairs per subtask (0: all; default 50 for tiny, all otherwise)",
+    )
+    sub.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.key=value",
+        help="override a field of one model's recipe (repeatable), e.g. "
+        "distilledgpt-44m.alpha=0.3: that model and what depends on it rerun",
+    )
+    sub.add_argument(
+        "--glue",
+        action="store_true",
+        help="also fine-tune DistilledGPT-44M and BabyLlama-58M on GLUE (Table 4; hours on a GPU)",
+    )
+    sub.add_argument(
+        "--skip-evaluation",
+        action="store_true",
+        help="train only: no evaluation, comparison or score tables",
+    )
+    sub.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if any"
+    )
+    sub.set_defaults(handler=_reproduce)
+
+    sub = command(
         "demo",
         "Run the whole pipeline on the embedded Shakespeare corpus with tiny models (a few minutes on a CPU).",
         "tinyminds demo\ntinyminds demo --out /tmp/tinyminds-demo\n"
@@ -401,6 +524,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "quiet", False):
         set_quiet(True)
     try:

@@ -1,0 +1,589 @@
+"""``RUN_DIR/report.md`` and its charts, written from the finished stages of a reproduce run.
+
+Everything is read back from the stage folders (``stage.json`` records, each model's
+``metrics.jsonl``, each evaluation's ``NAME.json``, the comparison's ``comparison.json``), so the
+report of a resumed run covers the stages reused from earlier runs too. Tables 2 and 3 put each
+measured score beside the paper's (`tinyminds.evaluation.published`); scores are in percent with
+one decimal, the unweighted mean over subtasks as `tinyminds evaluate` computes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from tinyminds import __version__
+from tinyminds.evaluation.published import match_published
+from tinyminds.models.zoo import count_parameters, get_spec
+from tinyminds.reproduce.graph import Graph, RunSummary
+from tinyminds.reproduce.stages import (
+    COMPARED,
+    GRID,
+    GRID_BY_STAGE,
+    ModelEntry,
+    Settings,
+    model_dir,
+)
+from tinyminds.training.metrics import read_metrics
+
+BABYLM_10M_WORDS = 9_936_281
+"""Words in the BabyLM 2024 train_10M corpus (SPEC §1): the projection's full corpus."""
+ZERO_SHOT = (("blimp", "BLiMP filtered"), ("supplement", "BLiMP supplement"), ("ewok", "EWoK"))
+GLUE_ORDER = (
+    "boolq",
+    "cola",
+    "mnli",
+    "mnli-mm",
+    "mrpc",
+    "multirc",
+    "qnli",
+    "qqp",
+    "rte",
+    "sst2",
+    "wsc",
+)
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on: OS, Python, CPU cores, torch, and the GPU if any."""
+    import torch
+
+    record: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    try:
+        import transformers
+
+        record["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        record["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    else:
+        record["gpu"] = "none"
+    return record
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _header(cells: list[str], text_columns: int = 1) -> list[str]:
+    """A table's header and alignment rows: the first ``text_columns`` left, numbers right."""
+    return [_row(cells), _row(["---"] * text_columns + ["---:"] * (len(cells) - text_columns))]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _results(graph: Graph, stage: str) -> dict[str, Any] | None:
+    """The results document of ``eval-STAGE``, if that stage is done."""
+    name = f"eval-{stage}"
+    if name not in graph.stages or graph.record(name) is None:
+        return None
+    path = graph.folder(name) / f"{stage}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _published(entry: ModelEntry) -> dict[str, float]:
+    found = [p for p in match_published(entry.paper_name) if p.label == "paper"]
+    return found[0].scores if found else {}
+
+
+def _published_glue(entry: ModelEntry) -> dict[str, float]:
+    found = [p for p in match_published(entry.paper_name) if p.label == "paper"]
+    return found[0].glue if found else {}
+
+
+def measured_scores(graph: Graph, entry: ModelEntry) -> dict[str, float]:
+    """Task -> measured score in percent (tasks not evaluated are absent)."""
+    results = _results(graph, entry.stage)
+    if results is None:
+        return {}
+    return {task: 100 * value["accuracy"] for task, value in results["tasks"].items()}
+
+
+def _model_record(graph: Graph, stage: str) -> dict[str, Any] | None:
+    record = graph.record(stage)
+    return None if record is None else record["record"]
+
+
+def _config(graph: Graph, stage: str) -> dict[str, Any]:
+    return graph.stages[stage].spec.get("config", {})
+
+
+def table_1(graph: Graph, settings: Settings, vocab_size: int) -> list[str]:
+    lines = _header(
+        [
+            "model",
+            "role",
+            "recipe",
+            "teachers",
+            "arch",
+            "hidden",
+            "layers",
+            "heads",
+            "MLP",
+            "parameters",
+            "lr",
+            "batch x accum",
+            "epochs",
+            "warm-up",
+            "steps run",
+        ],
+        text_columns=5,
+    )
+    for entry in GRID:
+        config = _config(graph, entry.stage)
+        recipe = entry.recipes[settings.scale.name]
+        if not config:
+            lines.append(
+                _row([entry.paper_name, entry.role, recipe, _teachers(entry), *["–"] * 11])
+            )
+            continue
+        spec = get_spec(config["model"])
+        record = _model_record(graph, entry.stage)
+        extra = 0 if spec.is_causal_lm else 1  # the generator's [MASK]
+        parameters = record["parameters"] if record else count_parameters(spec, vocab_size + extra)
+        steps = f"{record['steps']:,}" if record else "–"
+        lines.append(
+            _row(
+                [
+                    entry.paper_name,
+                    entry.role,
+                    recipe if recipe == spec.name else f"{recipe} ({spec.name})",
+                    _teachers(entry),
+                    spec.arch,
+                    spec.hidden,
+                    spec.layers,
+                    spec.heads,
+                    spec.intermediate,
+                    f"{parameters:,}",
+                    f"{config['lr']:g}",
+                    f"{config['batch_size']} x {config['grad_accum']}",
+                    config["epochs"],
+                    config["warmup_steps"],
+                    steps,
+                ]
+            )
+        )
+    return lines
+
+
+def _teachers(entry: ModelEntry) -> str:
+    names = [GRID_BY_STAGE[t].paper_name for t in entry.teachers]
+    if entry.generator:
+        names.append(f"generator {GRID_BY_STAGE[entry.generator].paper_name}")
+    return ", ".join(names) or "–"
+
+
+def score_table(graph: Graph, table: int) -> list[str]:
+    """Table 2 (students) or 3 (teachers and baselines): measured beside published, in %."""
+    cells = ["model"]
+    for _, label in ZERO_SHOT:
+        cells += [label, f"{label} (paper)"]
+    lines = _header(cells)
+    for entry in GRID:
+        if entry.table != table:
+            continue
+        measured = measured_scores(graph, entry)
+        published = _published(entry)
+        row = [entry.paper_name]
+        for task, _ in ZERO_SHOT:
+            row += [_pct(measured.get(task)), _pct(published.get(task))]
+        lines.append(_row(row))
+    return lines
+
+
+def table_4(graph: Graph) -> list[str] | None:
+    """GLUE of the Table 4 models where it was run; None where it was not."""
+    entries = [entry for entry in GRID if entry.glue]
+    glue = {e.stage: (_results(graph, e.stage) or {}).get("glue") for e in entries}
+    if not any(glue.values()):
+        return None
+    cells = ["GLUE task"]
+    for entry in entries:
+        cells += [entry.paper_name, f"{entry.paper_name} (paper)", f"{entry.paper_name} majority"]
+    lines = _header(cells)
+    for task in GLUE_ORDER:
+        row = [task]
+        for entry in entries:
+            section = glue[entry.stage] or {}
+            measured = section.get("tasks", {}).get(task, {})
+            score = measured.get("score")
+            baseline = measured.get("baseline")
+            row += [
+                _pct(None if score is None else 100 * score),
+                _pct(_published_glue(entry).get(task)),
+                _pct(None if baseline is None else 100 * baseline),
+            ]
+        lines.append(_row(row))
+    row = ["macro (9 tasks, no CoLA)"]
+    for entry in entries:
+        macro = (glue[entry.stage] or {}).get("macro", {})
+        score, baseline = macro.get("score"), macro.get("baseline")
+        row += [
+            _pct(None if score is None else 100 * score),
+            _pct(_published(entry).get("glue")),
+            _pct(None if baseline is None else 100 * baseline),
+        ]
+    lines.append(_row(row))
+    return lines
+
+
+def wilcoxon_section(graph: Graph) -> list[str]:
+    record = graph.record("compare") if "compare" in graph.stages else None
+    names = " and ".join(GRID_BY_STAGE[s].paper_name for s in COMPARED)
+    if record is None:
+        return [f"Not run: the tests need the evaluations of {names}."]
+    document = json.loads((graph.folder("compare") / "comparison.json").read_text(encoding="utf-8"))
+    lines = [
+        f"Paired over subtasks, {names} (scipy; two-sided signed-rank test with zero differences "
+        "dropped, and the rank-sum test the paper also reports). Mean difference in points, "
+        f"{GRID_BY_STAGE[COMPARED[0]].paper_name} minus {GRID_BY_STAGE[COMPARED[1]].paper_name}.",
+        "",
+        *_header(["task", "n", "n≠0", "mean diff", "signed-rank W", "p", "rank-sum z", "p"]),
+    ]
+    for c in document["comparisons"]:
+        labels = dict(ZERO_SHOT)
+        lines.append(
+            _row(
+                [
+                    labels.get(c["task"], c["task"]),
+                    c["n"],
+                    c["nonzero"],
+                    "–" if c["mean_difference"] is None else f"{c['mean_difference']:+.2f}",
+                    _num(c["wilcoxon_statistic"]),
+                    _num(c["wilcoxon_p"]),
+                    _num(c["ranksum_statistic"]),
+                    _num(c["ranksum_p"]),
+                ]
+            )
+        )
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
+    lines = _header(
+        ["stage", "state", "wall time (s)", "tokens/s", "peak GPU memory (MiB)", "peak RSS (MiB)"],
+        text_columns=2,
+    )
+    for name in graph.order:
+        document = graph.record(name)
+        if document is not None:
+            this_run = summary is not None and name in summary.ran
+            state = "ran" if this_run else "reused"
+            record = document["record"]
+            speed = record.get("tokens_per_second")
+            lines.append(
+                _row(
+                    [
+                        name,
+                        state,
+                        f"{document['seconds']:.1f}",
+                        f"{speed:,.0f}" if speed else "–",
+                        record.get("peak_gpu_mib", "–"),
+                        document.get("peak_rss_mib", "–"),
+                    ]
+                )
+            )
+        else:
+            why = "not run"
+            if summary is not None and name in summary.failed:
+                why = f"failed: {summary.failed[name]}"
+            elif summary is not None and name in summary.skipped:
+                why = f"skipped: {summary.skipped[name]}"
+            elif graph.stages[name].unavailable:
+                why = f"skipped: {graph.stages[name].unavailable}"
+            lines.append(_row([name, why.replace("|", "/"), "–", "–", "–", "–"]))
+    return lines
+
+
+def projection(graph: Graph) -> tuple[list[str], float] | None:
+    """Projected training time of every finished model on the full BabyLM 10M corpus for its
+    recipe's epochs, from the measured tokens/s; None without measurements."""
+    prepared = _model_record(graph, "prepare")
+    if prepared is None:
+        return None
+    tokens_per_word = prepared["tokens"] / max(prepared["words"], 1)
+    full_tokens = BABYLM_10M_WORDS * tokens_per_word
+    lines = [
+        f"The full corpus: {BABYLM_10M_WORDS:,} words x {tokens_per_word:.3f} tokens per word "
+        f"(this run's tokenizer) = {full_tokens / 1e6:.1f}M tokens per epoch. Training loop only "
+        "(the measured tokens/s); the teacher-cache pass, validation and evaluation are not "
+        "included.",
+        "",
+        *_header(["model", "tokens/s", "epochs", "projected hours"]),
+    ]
+    total = 0.0
+    for entry in GRID:
+        record = _model_record(graph, entry.stage)
+        if not record or not record.get("tokens_per_second"):
+            continue
+        seconds = record["epochs"] * full_tokens / record["tokens_per_second"]
+        total += seconds
+        lines.append(
+            _row(
+                [
+                    entry.paper_name,
+                    f"{record['tokens_per_second']:,.0f}",
+                    record["epochs"],
+                    f"{seconds / 3600:.2f}",
+                ]
+            )
+        )
+    if total == 0:
+        return None
+    lines.append(_row(["total", "", "", f"{total / 3600:.2f}"]))
+    return lines, total
+
+
+def learning_curves(graph: Graph, folder: Path) -> list[Path]:
+    """``learning_curves.png`` (training and validation CE of every model) and
+    ``student_losses.png`` (CE and KL of each student); the paths written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = [
+        (entry, read_metrics(model_dir(graph.folder(entry.stage)).parent))
+        for entry in GRID
+        if graph.record(entry.stage) is not None
+    ]
+    if not runs:
+        return []
+    written = []
+    figure = Figure(figsize=(11, 4.6), dpi=110)
+    FigureCanvasAgg(figure)
+    train_axes, val_axes = figure.subplots(1, 2)
+    for i, (entry, records) in enumerate(runs):
+        colour = f"C{i % 10}"
+        label = entry.paper_name + (" (masked LM)" if not entry.causal_lm else "")
+        train = [r for r in records if r["kind"] == "train" and "ce" in r]
+        val = [r for r in records if r["kind"] == "val"]
+        train_axes.plot(
+            [r["epoch"] for r in train], [r["ce"] for r in train], color=colour, lw=1, label=label
+        )
+        val_axes.plot(
+            [r["epoch"] for r in val], [r["ce"] for r in val], "o-", color=colour, label=label
+        )
+    train_axes.set_title("training cross-entropy", fontsize=10)
+    val_axes.set_title("validation cross-entropy (at each epoch's end)", fontsize=10)
+    for axes in (train_axes, val_axes):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("CE (nats per token)")
+        axes.grid(alpha=0.3)
+    val_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    figure.tight_layout()
+    path = folder / "learning_curves.png"
+    figure.savefig(path, format="png")
+    written.append(path)
+
+    students = [(e, r) for e, r in runs if e.role == "student"]
+    if students:
+        figure = Figure(figsize=(11, 4.6), dpi=110)
+        FigureCanvasAgg(figure)
+        ce_axes, kl_axes = figure.subplots(1, 2)
+        for i, (entry, records) in enumerate(students):
+            colour = f"C{i % 10}"
+            for axes, key in ((ce_axes, "ce"), (kl_axes, "kl")):
+                train = [r for r in records if r["kind"] == "train" and key in r]
+                val = [r for r in records if r["kind"] == "val" and key in r]
+                axes.plot(
+                    [r["epoch"] for r in train],
+                    [r[key] for r in train],
+                    color=colour,
+                    lw=1,
+                    label=f"{entry.paper_name} (training)",
+                )
+                axes.plot(
+                    [r["epoch"] for r in val],
+                    [r[key] for r in val],
+                    "o--",
+                    color=colour,
+                    label=f"{entry.paper_name} (validation)",
+                )
+        ce_axes.set_title("students: cross-entropy to the data", fontsize=10)
+        kl_axes.set_title("students: KL(teachers || student) at temperature T", fontsize=10)
+        for axes in (ce_axes, kl_axes):
+            axes.set_xlabel("epoch")
+            axes.grid(alpha=0.3)
+        ce_axes.set_ylabel("CE (nats per token)")
+        kl_axes.set_ylabel("KL (as the recipe reduces it)")
+        kl_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        figure.tight_layout()
+        path = folder / "student_losses.png"
+        figure.savefig(path, format="png")
+        written.append(path)
+    return written
+
+
+def scores_chart(graph: Graph, folder: Path) -> Path | None:
+    """``scores.png``: per task, each evaluated model's measured score (solid) beside the paper's
+    (hatched, same colour)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [(e, measured_scores(graph, e), _published(e)) for e in GRID]
+    rows = [row for row in rows if row[1]]
+    tasks = [(t, label) for t, label in ZERO_SHOT if any(t in row[1] for row in rows)]
+    if not rows or not tasks:
+        return None
+    figure = Figure(figsize=(4.2 * len(tasks) + 1.0, 4.6), dpi=110)
+    FigureCanvasAgg(figure)
+    axes_list = figure.subplots(1, len(tasks), squeeze=False)[0]
+    xs = range(len(rows))
+    for axes, (task, label) in zip(axes_list, tasks, strict=True):
+        for i, (_, measured, paper) in enumerate(rows):
+            colour = f"C{i % 10}"
+            value = measured.get(task)
+            if value is not None:
+                axes.bar(i - 0.2, value, width=0.38, color=colour)
+                axes.text(i - 0.2, value + 0.8, f"{value:.1f}", ha="center", fontsize=6)
+            if task in paper:
+                axes.bar(
+                    i + 0.2, paper[task], width=0.38, color="white", edgecolor=colour, hatch="//"
+                )
+                axes.text(i + 0.2, paper[task] + 0.8, f"{paper[task]:.1f}", ha="center", fontsize=6)
+        axes.axhline(50, color="grey", linestyle="--", linewidth=0.8)
+        axes.set_xticks(list(xs), [row[0].paper_name for row in rows], rotation=40, ha="right")
+        axes.tick_params(axis="x", labelsize=7)
+        axes.set_ylim(0, 100)
+        axes.set_title(f"{label}: measured (solid) vs paper (hatched)", fontsize=9)
+        axes.set_ylabel("score (%; dashed: chance)")
+    figure.tight_layout()
+    path = folder / "scores.png"
+    figure.savefig(path, format="png")
+    return path
+
+
+def write_report(
+    graph: Graph,
+    settings: Settings,
+    summary: RunSummary | None,
+    command: str,
+) -> Path:
+    """Write ``report.md`` and its PNGs into the graph's root; the report's path."""
+    root = graph.root
+    prepared = _model_record(graph, "prepare")
+    vocab = prepared["vocab_size"] if prepared else settings.scale.vocab_size
+    about = machine()
+    lines = [
+        f'# Reproducing "Teaching Tiny Minds": scale {settings.scale.name}',
+        "",
+        f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, tinyminds "
+        f"{__version__}.",
+        "",
+        f"- scale: {settings.scale.description}",
+        f"- corpus: {settings.corpus}"
+        + (
+            f" ({prepared['words']:,} training words, {prepared['tokens']:,} tokens, "
+            f"{prepared['chunks']:,} chunks of {prepared['chunk_size']}; BPE of {vocab:,} tokens)"
+            if prepared
+            else ""
+        ),
+        "- training: "
+        + (
+            f"at most {settings.max_steps:,} optimizer steps per model (a bounded run: not the "
+            "recipes' whole epochs)"
+            if settings.max_steps
+            else "the recipes' whole epochs"
+        ),
+        "- evaluation: "
+        + (
+            f"{', '.join(settings.eval_tasks)} from {settings.eval_folder}"
+            + (
+                f", at most {settings.eval_max_items} pairs per subtask (a quick look: not "
+                "comparable with the paper's numbers)"
+                if settings.eval_max_items
+                else ", every pair"
+            )
+            if settings.eval_folder
+            else "none (no evaluation data)"
+        ),
+        "- machine: " + ", ".join(f"{key} {value}" for key, value in about.items()),
+        "",
+        "## Stages",
+        "",
+        "Each stage's output lives in `stages/NAME-KEY/` (KEY: hash of its config and of its "
+        "inputs' keys); `ran` were run by this invocation, `reused` were finished before. Peak RSS "
+        "is the process's peak so far when the stage ended (stages share one process).",
+        "",
+        *stage_table(graph, summary),
+        "",
+        "## Table 1: configurations",
+        "",
+        f"True parameter counts at this run's vocabulary ({vocab:,} tokens; the generator adds "
+        "[MASK]); the paper's names are kept.",
+        "",
+        *table_1(graph, settings, vocab),
+        "",
+        "## Table 2: distilled students (%)",
+        "",
+        *score_table(graph, 2),
+        "",
+        "## Table 3: teachers and baselines (%)",
+        "",
+        "GPT2-44M is also the no-distillation baseline of DistilledGPT-44M (same architecture "
+        "and data); Llama-58M is the Llama students' architecture trained alone with the students' "
+        "hyperparameters (the paper publishes no number for it).",
+        "",
+        *score_table(graph, 3),
+        "",
+        "## Table 4: GLUE (%)",
+        "",
+    ]
+    glue = table_4(graph)
+    if glue is None:
+        lines.append(
+            "Not run (`--glue` fine-tunes LoRA classifiers for DistilledGPT-44M and "
+            "BabyLlama-58M on every GLUE task: hours on a GPU; it needs glue_filtered/ in the "
+            "evaluation data)."
+        )
+    else:
+        lines += glue
+    lines += ["", "## Wilcoxon tests", "", *wilcoxon_section(graph), ""]
+    charts = learning_curves(graph, root)
+    chart = scores_chart(graph, root)
+    lines += ["## Charts", ""]
+    for path in [*charts, *([chart] if chart else [])]:
+        lines.append(f"![{path.stem}]({path.name})")
+    if not charts and not chart:
+        lines.append("None yet: no model finished.")
+    projected = projection(graph)
+    lines += ["", "## Projected full run", ""]
+    if projected is None:
+        lines.append("No training stage was measured.")
+    else:
+        lines += projected[0]
+    notes = {**(summary.skipped if summary else {})}
+    if notes or (summary and summary.failed):
+        lines += ["", "## Not run", ""]
+        for name, why in (summary.failed if summary else {}).items():
+            lines.append(f"- {name}: failed: {why}")
+        for name, why in notes.items():
+            lines.append(f"- {name}: {why}")
+    path = root / "report.md"
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def projected_hours(graph: Graph) -> float | None:
+    """The projected full-run training time in hours (see `projection`), or None."""
+    projected = projection(graph)
+    return None if projected is None else projected[1] / 3600

@@ -1,0 +1,450 @@
+"""The paper's experiment grid as data, and the stages that run it (`tinyminds reproduce`).
+
+`GRID` lists every model of the paper's Tables 2 and 3 that the students need: the teachers
+(GPT2-44M and Llama-60M for DistilledGPT-44M and MATE-KD; GPT2-705M and Llama-360M for
+BabyLlama-58M and ContrastiveLlama-58M), the no-distillation baselines (GPT2-44M trained alone is
+the GPT2-44M teacher itself; Llama-58M trained alone with the students' hyperparameters), the
+MATE-KD generator (ELECTRA-56M, a masked LM) and the four students. Each entry names its recipe at
+each scale:
+
+- ``paper``: the paper's recipes (Table 1 hyperparameters); needs a GPU.
+- ``mini``: a babylm-mini-sized corpus, whole epochs of the scaled-down recipes: the small pair of
+  teachers is ``gpt2-tiny`` + ``llama-tiny``, the large pair ``gpt2-small`` + ``llama-small``,
+  the students and baselines ``gpt2-tiny`` / ``llama-tiny``; evaluation on every pair.
+- ``tiny``: the same models on the embedded Shakespeare corpus with a 4,000-token BPE, 60
+  optimizer steps per model, and evaluation capped at 50 pairs per subtask: minutes on 2 CPU
+  cores (the demo).
+
+`build_stages` turns the grid into `graph.Stage` objects: ``prepare`` -> one stage per model
+(named as the paper's model, lower case) -> ``eval-MODEL`` for every causal LM -> ``compare``
+(DistilledGPT-44M against BabyLlama-58M: the paper's Wilcoxon tests). A recipe that is not
+registered (MATE-KD's ``maskedadversarialllama-58m`` and ``mate-tiny`` land in another branch)
+makes its stage unavailable: it and its evaluation are skipped, and the report says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinyminds.config import to_dict
+from tinyminds.data.prepare import PrepareOptions
+from tinyminds.errors import UserError
+from tinyminds.evaluation.tasks import TASKS
+from tinyminds.recipes import find_recipe, load_distill_config, load_train_config
+from tinyminds.reproduce.graph import Stage, StageContext
+
+GENERATOR_KEY = "generator"
+"""The distillation config key naming the MATE-KD generator's model folder."""
+PATH_KEYS = ("data", "out", "teachers", GENERATOR_KEY, "cache_dir")
+"""Config keys that hold paths: left out of a stage's key (its inputs' keys stand for them)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    vocab_size: int
+    max_steps: int
+    """Optimizer steps per training stage (0: the recipes' whole epochs)."""
+    eval_max_items: int | None
+    """Pairs scored per subtask (None: all)."""
+    description: str
+    default_corpus: bool = False
+    """The embedded Shakespeare corpus is used when no corpus is given."""
+
+
+SCALES = {
+    "tiny": Scale(
+        "tiny",
+        4_000,
+        60,
+        50,
+        "scaled-down models, 60 steps each, on the embedded Shakespeare corpus (2 CPU cores)",
+        default_corpus=True,
+    ),
+    "mini": Scale(
+        "mini",
+        16_000,
+        0,
+        None,
+        "scaled-down models, whole epochs, on a babylm-mini-sized corpus (CPU: hours)",
+    ),
+    "paper": Scale("paper", 16_000, 0, None, "the paper's recipes on the BabyLM corpus (GPU)"),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the grid."""
+
+    stage: str
+    """The stage's name: the paper's model name in lower case."""
+    paper_name: str
+    role: str
+    """``teacher``, ``baseline``, ``generator`` or ``student``."""
+    table: int
+    """The paper table its scores go to: 2 (students), 3 (teachers, baselines), 0 (none)."""
+    kind: str
+    """``train`` or ``distill``."""
+    recipes: dict[str, str]
+    """Scale -> recipe name."""
+    overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Scale -> ``key=value`` overrides of the recipe."""
+    teachers: tuple[str, ...] = ()
+    """Stages whose models are the teachers."""
+    generator: str | None = None
+    """The stage whose model is the MATE-KD generator."""
+    glue: bool = False
+    """Table 4 (GLUE) model."""
+
+    @property
+    def causal_lm(self) -> bool:
+        return self.role != "generator"
+
+
+_SMALL = {"tiny": "gpt2-tiny", "mini": "gpt2-tiny"}
+_SMALL_LLAMA = {"tiny": "llama-tiny", "mini": "llama-tiny"}
+_STUDENT_SETTINGS = ("weight_decay=0.1",)
+
+GRID: tuple[ModelEntry, ...] = (
+    ModelEntry("gpt2-44m", "GPT2-44M", "teacher", 3, "train", {**_SMALL, "paper": "gpt2-44m"}),
+    ModelEntry(
+        "llama-60m", "Llama-60M", "teacher", 3, "train", {**_SMALL_LLAMA, "paper": "llama-60m"}
+    ),
+    ModelEntry(
+        "gpt2-705m",
+        "GPT2-705M",
+        "teacher",
+        3,
+        "train",
+        {"tiny": "gpt2-small", "mini": "gpt2-small", "paper": "gpt2-705m"},
+    ),
+    ModelEntry(
+        "llama-360m",
+        "Llama-360M",
+        "teacher",
+        3,
+        "train",
+        {"tiny": "llama-small", "mini": "llama-small", "paper": "llama-360m"},
+    ),
+    ModelEntry(
+        "llama-58m",
+        "Llama-58M",
+        "baseline",
+        3,
+        "train",
+        {**_SMALL_LLAMA, "paper": "llama-58m"},
+        overrides={"tiny": _STUDENT_SETTINGS, "mini": _STUDENT_SETTINGS},
+    ),
+    ModelEntry(
+        "electra-56m",
+        "ELECTRA-56M",
+        "generator",
+        0,
+        "train",
+        {"tiny": "electra-tiny", "mini": "electra-tiny", "paper": "electra-56m"},
+    ),
+    ModelEntry(
+        "distilledgpt-44m",
+        "DistilledGPT-44M",
+        "student",
+        2,
+        "distill",
+        {"tiny": "distill-tiny", "mini": "distill-tiny", "paper": "distilledgpt-44m"},
+        teachers=("gpt2-44m", "llama-60m"),
+        glue=True,
+    ),
+    ModelEntry(
+        "babyllama-58m",
+        "BabyLlama-58M",
+        "student",
+        2,
+        "distill",
+        {"tiny": "distill-tiny", "mini": "distill-tiny", "paper": "babyllama-58m"},
+        overrides={"tiny": ("model=llama-tiny",), "mini": ("model=llama-tiny",)},
+        teachers=("gpt2-705m", "llama-360m"),
+        glue=True,
+    ),
+    ModelEntry(
+        "contrastivellama-58m",
+        "ContrastiveLlama-58M",
+        "student",
+        2,
+        "distill",
+        {"tiny": "contrastive-tiny", "mini": "contrastive-tiny", "paper": "contrastivellama-58m"},
+        teachers=("gpt2-705m", "llama-360m"),
+    ),
+    ModelEntry(
+        "maskedadversarialllama-58m",
+        "MaskedAdversarialLlama-58M",
+        "student",
+        2,
+        "distill",
+        {"tiny": "mate-tiny", "mini": "mate-tiny", "paper": "maskedadversarialllama-58m"},
+        teachers=("gpt2-44m", "llama-60m"),
+        generator="electra-56m",
+    ),
+)
+GRID_BY_STAGE = {entry.stage: entry for entry in GRID}
+COMPARED = ("distilledgpt-44m", "babyllama-58m")
+"""The paper's Wilcoxon tests: DistilledGPT-44M against BabyLlama-58M."""
+
+
+@dataclass
+class Settings:
+    """What one `tinyminds reproduce` run was asked for."""
+
+    scale: Scale
+    corpus: Path | None
+    """The corpus folder (None: the embedded corpus, written into the run folder)."""
+    eval_folder: Path | None
+    """The evaluation data (None: no evaluation stages)."""
+    eval_tasks: list[str]
+    max_steps: int
+    eval_max_items: int | None
+    glue: bool = False
+    device: str = "auto"
+    eval_threads: int = 0
+    """torch threads while scoring (0: torch's default)."""
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    """Stage -> extra ``key=value`` overrides of its recipe (``--set STAGE.key=value``)."""
+
+
+def hash_files(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
+    """SHA-256 over the relative paths and contents of the files in ``folder`` matching
+    ``patterns`` (sorted), so that a renamed, added or edited file changes it."""
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode("utf-8") + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _overrides(entry: ModelEntry, settings: Settings) -> list[str]:
+    overrides = list(entry.overrides.get(settings.scale.name, ()))
+    overrides += settings.overrides.get(entry.stage, [])
+    if settings.max_steps:
+        overrides.append(f"max_steps={settings.max_steps}")
+    if settings.device != "auto":
+        overrides.append(f"device={settings.device}")
+    return overrides
+
+
+def _load_config(entry: ModelEntry, settings: Settings, extra: list[str]) -> Any:
+    recipe = entry.recipes[settings.scale.name]
+    load = load_train_config if entry.kind == "train" else load_distill_config
+    return load(recipe, [*_overrides(entry, settings), *extra])
+
+
+def _unavailable(entry: ModelEntry, settings: Settings) -> str | None:
+    """Why ``entry`` cannot run at this scale (an unregistered recipe, or a MATE-KD recipe without
+    the generator key), or None; any other config error is the user's, raised at once."""
+    recipe = entry.recipes[settings.scale.name]
+    try:
+        find_recipe(recipe, entry.kind)
+    except UserError:
+        return f"recipe {recipe} is not registered (no {entry.paper_name} in this tinyminds yet)"
+    extra = [f"{GENERATOR_KEY}=generator"] if entry.generator else []
+    try:
+        _load_config(entry, settings, extra)
+    except UserError as error:
+        if entry.generator and GENERATOR_KEY in str(error):  # MATE-KD named its key otherwise
+            return f"recipe {recipe} takes no {GENERATOR_KEY}= ({error})"
+        raise UserError(f"{entry.stage} (recipe {recipe}): {error}") from None
+    return None
+
+
+def _model_spec(entry: ModelEntry, settings: Settings) -> dict[str, Any]:
+    extra = [f"{GENERATOR_KEY}=generator"] if entry.generator else []
+    config = to_dict(_load_config(entry, settings, extra))
+    return {"kind": entry.kind, "config": {k: v for k, v in config.items() if k not in PATH_KEYS}}
+
+
+def _measure_gpu() -> Callable[[], dict[str, Any]]:
+    """Reset the GPU's peak-memory counter; the returned function reads it (empty on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return dict
+    torch.cuda.reset_peak_memory_stats()
+    return lambda: {"peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def _prepare_stage(settings: Settings) -> Callable[[StageContext], dict[str, Any]]:
+    def run(context: StageContext) -> dict[str, Any]:
+        from tinyminds.data.prepare import prepare
+
+        assert settings.corpus is not None
+        manifest = prepare(
+            settings.corpus,
+            context.folder / "data",
+            PrepareOptions(vocab_size=settings.scale.vocab_size),
+        )
+        train = manifest["splits"]["train"]
+        return {
+            "corpus": str(settings.corpus),
+            "layout": manifest["layout"],
+            "words": train["words"],
+            "tokens": train["tokens"],
+            "chunks": train["chunks"],
+            "chunk_size": train["chunk_size"],
+            "dev_chunks": manifest["splits"]["dev"]["chunks"],
+            "vocab_size": manifest["tokenizer"]["vocab_size"],
+        }
+
+    return run
+
+
+def model_dir(folder: Path) -> Path:
+    """The Hugging Face model folder inside a model stage's folder."""
+    return folder / "run" / "model"
+
+
+def _model_stage(entry: ModelEntry, settings: Settings) -> Callable[[StageContext], dict[str, Any]]:
+    def run(context: StageContext) -> dict[str, Any]:
+        extra = [f"data={context.inputs['prepare'] / 'data'}", f"out={context.folder / 'run'}"]
+        if entry.teachers:
+            teachers = ",".join(str(model_dir(context.inputs[t])) for t in entry.teachers)
+            extra.append(f"teachers=[{teachers}]")
+        if entry.generator:
+            extra.append(f"{GENERATOR_KEY}={model_dir(context.inputs[entry.generator])}")
+        config = _load_config(entry, settings, extra)
+        peak = _measure_gpu()
+        if entry.kind == "train":
+            from tinyminds.training.engine import train
+
+            result = train(config, resume=True)
+        else:
+            from tinyminds.training.objectives.distillation import distill
+
+            result = distill(config, resume=True)
+        return {
+            "recipe": config.recipe,
+            "model": config.model,
+            "parameters": result.parameters,
+            "best_epoch": result.best_epoch,
+            "best_val_ce": result.best_val_ce,
+            "steps": result.steps,
+            "epochs": config.epochs,
+            "max_steps": config.max_steps,
+            "tokens_per_step": config.batch_size * config.grad_accum * 128,
+            "train_seconds": result.seconds,
+            "tokens_per_second": result.tokens_per_second,
+            **peak(),
+        }
+
+    return run
+
+
+def _eval_stage(
+    entry: ModelEntry, tasks: list[str], settings: Settings
+) -> Callable[[StageContext], dict[str, Any]]:
+    def run(context: StageContext) -> dict[str, Any]:
+        import torch
+
+        from tinyminds.evaluation.zero_shot import evaluate
+
+        assert settings.eval_folder is not None
+        threads = torch.get_num_threads()
+        if settings.eval_threads:
+            torch.set_num_threads(settings.eval_threads)
+        peak = _measure_gpu()
+        try:
+            evaluation = evaluate(
+                model_dir(context.inputs[entry.stage]),
+                tasks,
+                [settings.eval_folder],
+                context.folder,
+                name=entry.stage,
+                max_items=settings.eval_max_items,
+                device=settings.device,
+            )
+        finally:
+            torch.set_num_threads(threads)
+        return {"results": evaluation.json_path.name, "tasks": tasks, **peak()}
+
+    return run
+
+
+def _compare_stage(context: StageContext) -> dict[str, Any]:
+    from tinyminds.evaluation.compare import compare
+
+    files = [context.inputs[f"eval-{name}"] / f"{name}.json" for name in COMPARED]
+    compare(files, context.folder)
+    return {"comparison": "comparison.json"}
+
+
+def build_stages(settings: Settings) -> list[Stage]:
+    """The stages of the grid at ``settings.scale`` (see the module's docstring)."""
+    options = asdict(PrepareOptions(vocab_size=settings.scale.vocab_size))
+    corpus = settings.corpus
+    assert corpus is not None, "reproduce writes the default corpus before building the stages"
+    stages = [
+        Stage(
+            "prepare",
+            (),
+            {"kind": "prepare", "corpus": hash_files(corpus), "options": options},
+            _prepare_stage(settings),
+            group="data",
+        )
+    ]
+    for entry in GRID:
+        unavailable = _unavailable(entry, settings)
+        spec = {"kind": entry.kind} if unavailable else _model_spec(entry, settings)
+        deps = ("prepare", *entry.teachers, *((entry.generator,) if entry.generator else ()))
+        stages.append(
+            Stage(
+                entry.stage,
+                deps,
+                spec,
+                _model_stage(entry, settings),
+                unavailable=unavailable,
+                group=f"{entry.role}s",
+            )
+        )
+    if settings.eval_folder is None:
+        return stages
+    patterns = tuple(f"{TASKS[t].folder}/*.jsonl" for t in settings.eval_tasks)
+    eval_hash = hash_files(settings.eval_folder, patterns)
+    glue_hash = (
+        hash_files(settings.eval_folder, ("glue_filtered/*.jsonl",)) if settings.glue else ""
+    )
+    for entry in GRID:
+        if not entry.causal_lm:
+            continue
+        tasks = list(settings.eval_tasks)
+        if settings.glue and entry.glue:
+            tasks.append("glue")
+        spec = {
+            "kind": "evaluate",
+            "tasks": tasks,
+            "data": eval_hash,
+            "glue_data": glue_hash if "glue" in tasks else "",
+            "max_items": settings.eval_max_items,
+        }
+        stages.append(
+            Stage(
+                f"eval-{entry.stage}",
+                (entry.stage,),
+                spec,
+                _eval_stage(entry, tasks, settings),
+                group="evaluation",
+            )
+        )
+    stages.append(
+        Stage(
+            "compare",
+            tuple(f"eval-{name}" for name in COMPARED),
+            {"kind": "compare", "tests": "wilcoxon signed-rank + rank-sum (scipy)"},
+            _compare_stage,
+            group="comparison",
+        )
+    )
+    return stages
