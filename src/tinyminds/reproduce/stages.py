@@ -18,8 +18,8 @@ each scale:
 `build_stages` turns the grid into `graph.Stage` objects: ``prepare`` -> one stage per model
 (named as the paper's model, lower case) -> ``eval-MODEL`` for every causal LM -> ``compare``
 (DistilledGPT-44M against BabyLlama-58M: the paper's Wilcoxon tests). A recipe that is not
-registered (MATE-KD's ``maskedadversarialllama-58m`` and ``mate-tiny`` land in another branch)
-makes its stage unavailable: it and its evaluation are skipped, and the report says why.
+registered (a grid edited to name a recipe file that does not exist) makes its stage
+unavailable: it and its evaluation are skipped, and the report says why.
 """
 
 from __future__ import annotations
