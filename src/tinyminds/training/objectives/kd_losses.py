@@ -64,8 +64,9 @@ logits' dtype; backward scales it by the upstream gradient.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -478,92 +479,93 @@ def chunked_dense_kl(
     )
 
 
-class _ChunkedSparseKL(torch.autograd.Function):
-    """Forward sparse KL with the student-logit gradient computed in closed form, chunk by chunk."""
+RowKL = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor | None]]
+"""A chunk of a cached KL: ``(ids, teacher log-probs, teacher log-rest, student logits / T,
+need_grad)`` -> (the KL per row, its gradient w.r.t. ``logits / T`` or None). The scaled logits are
+a fresh tensor the function may overwrite."""
+
+
+class _ChunkedCachedKL(torch.autograd.Function):
+    """A KL against a teacher cache, computed with its gradient in closed form, chunk by chunk."""
 
     @staticmethod
     def forward(
         ctx: Any,
-        top_indices: Tensor,
-        top_log_probs: Tensor,
+        ids: Tensor,
+        log_probs: Tensor,
         rest_log_prob: Tensor,
         student_logits: Tensor,
         temperature: float,
         chunk_rows: int,
-        uniform_tail: bool,
+        row_kl: RowKL,
+        name: str,
     ) -> Tensor:
-        vocab, k = student_logits.shape[-1], top_indices.shape[-1]
-        dtype = _compute_dtype(top_log_probs, rest_log_prob, student_logits)
+        vocab, k = student_logits.shape[-1], ids.shape[-1]
+        dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
         student = student_logits.reshape(-1, vocab)
-        ids = top_indices.reshape(-1, k)
-        teacher_top = top_log_probs.reshape(-1, k)
+        flat_ids = ids.reshape(-1, k)
+        teacher = log_probs.reshape(-1, k)
         teacher_rest = rest_log_prob.reshape(-1)
         rows = student.shape[0]
         out = torch.empty(rows, dtype=dtype, device=student.device)
         grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
         for start in range(0, rows, chunk_rows):
             stop = min(start + chunk_rows, rows)
-            index = ids[start:stop]
-            log_p = teacher_top[start:stop].to(dtype)
-            log_r_t = teacher_rest[start:stop].to(dtype)
-            scaled = student[start:stop].to(dtype) / temperature  # a fresh tensor: reused below
-            log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
-            log_q_top = scaled.gather(-1, index) - log_norm
-            if uniform_tail:
-                out[start:stop] = _uniform_tail_kl(
-                    scaled, log_norm, index, log_p, log_q_top, log_r_t
-                )
-                if grad is None:
-                    continue
-                # d KL / d (z_j / T) = q_j c - a_j, a = p_top on the top k and u elsewhere;
-                # c = sum(a) = sum(p_top) + r_t.
-                p_top, r_t = log_p.exp(), log_r_t.exp()
-                c = (p_top.sum(dim=-1) + r_t).unsqueeze(-1)
-                u = (r_t / max(vocab - k, 1)).unsqueeze(-1)
-                q = scaled.sub_(log_norm).exp_().mul_(c).sub_(u)
-                q.scatter_(-1, index, q.gather(-1, index) + u - p_top)
-                grad[start:stop] = q.div_(temperature)
-                continue
-            q = scaled.sub_(log_norm).exp_()  # the student's softmax, in place
-            q_top = q.gather(-1, index)
-            q.scatter_(-1, index, 0.0)  # now the student's mass outside the top k...
-            r_s = q.sum(dim=-1)  # ...summed without the cancellation of 1 - sum(q_top)
-            log_r_s = r_s.log()
-            out[start:stop] = _kl_terms(log_p, log_q_top).sum(dim=-1) + _kl_terms(log_r_t, log_r_s)
-            if grad is None:
-                continue
-            # d KL / d (z_j / T) = q_j * c - p_j for the top tokens, q_j * (c - r_t / r_s)
-            # outside them, with c = sum(p_top) + r_t (1 up to the float16 rounding of p_top).
-            p_top, r_t = log_p.exp(), log_r_t.exp()
-            c = p_top.sum(dim=-1) + r_t
-            ratio = torch.where(r_t > 0, r_t / r_s, torch.zeros_like(r_t))
-            q.mul_((c - ratio).unsqueeze(-1))
-            q.scatter_(-1, index, q_top * c.unsqueeze(-1) - p_top)
-            grad[start:stop] = q.div_(temperature)
+            kl, chunk_grad = row_kl(
+                flat_ids[start:stop],
+                teacher[start:stop].to(dtype),
+                teacher_rest[start:stop].to(dtype),
+                student[start:stop].to(dtype) / temperature,  # a fresh tensor
+                grad is not None,
+            )
+            out[start:stop] = kl
+            if grad is not None and chunk_grad is not None:
+                grad[start:stop] = chunk_grad.div_(temperature)
         _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
+        ctx.name = name
         return out.reshape(student_logits.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        grad = _scale_stored_grad(ctx, grad_output, "chunked_sparse_kl")
-        return None, None, None, grad, None, None, None
+        grad = _scale_stored_grad(ctx, grad_output, ctx.name)
+        return None, None, None, grad, None, None, None, None
 
 
-def _uniform_tail_kl(
-    scaled: Tensor,
-    log_norm: Tensor,
-    index: Tensor,
-    log_p: Tensor,
-    log_q_top: Tensor,
-    log_r_t: Tensor,
-) -> Tensor:
-    """Rows of the forward KL against top-k + a uniform tail (``scaled`` = logits / T, unchanged).
+def _bucket_rows(
+    index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Forward KL over the top-k buckets plus one bucket for the rest (`sparse_kl`)."""
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    log_q_top = scaled.gather(-1, index) - log_norm
+    q = scaled.sub_(log_norm).exp_()  # the student's softmax, in place
+    q_top = q.gather(-1, index)
+    q.scatter_(-1, index, 0.0)  # now the student's mass outside the top k...
+    r_s = q.sum(dim=-1)  # ...summed without the cancellation of 1 - sum(q_top)
+    kl = _kl_terms(log_p, log_q_top).sum(dim=-1) + _kl_terms(log_r_t, r_s.log())
+    if not need_grad:
+        return kl, None
+    # d KL / d (z_j / T) = q_j * c - p_j for the top tokens, q_j * (c - r_t / r_s)
+    # outside them, with c = sum(p_top) + r_t (1 up to the float16 rounding of p_top).
+    p_top, r_t = log_p.exp(), log_r_t.exp()
+    c = p_top.sum(dim=-1) + r_t
+    ratio = torch.where(r_t > 0, r_t / r_s, torch.zeros_like(r_t))
+    q.mul_((c - ratio).unsqueeze(-1))
+    q.scatter_(-1, index, q_top * c.unsqueeze(-1) - p_top)
+    return kl, q
+
+
+def _uniform_tail_rows(
+    index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Forward KL against the top k plus the rest spread evenly over the other tokens.
 
     The tail sum ``sum_{j outside} log q_j`` is the sum over all tokens minus the top-k's, so no
     masked copy of the row is made.
     """
-    outside_count = scaled.shape[-1] - index.shape[-1]
-    log_u = log_r_t - math.log(max(outside_count, 1))
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    log_q_top = scaled.gather(-1, index) - log_norm
+    outside_count = max(scaled.shape[-1] - index.shape[-1], 1)
+    log_u = log_r_t - math.log(outside_count)
     sum_log_q = scaled.sum(dim=-1) - scaled.shape[-1] * log_norm.squeeze(-1)
     outside_log_q = sum_log_q - log_q_top.sum(dim=-1)
     tail = torch.where(
@@ -571,7 +573,17 @@ def _uniform_tail_kl(
         log_r_t.exp() * log_u - log_u.exp() * outside_log_q,
         torch.zeros_like(log_r_t),
     )
-    return _kl_terms(log_p, log_q_top).sum(dim=-1) + tail
+    kl = _kl_terms(log_p, log_q_top).sum(dim=-1) + tail
+    if not need_grad:
+        return kl, None
+    # d KL / d (z_j / T) = q_j c - a_j, a = p_top on the top k and u elsewhere;
+    # c = sum(a) = sum(p_top) + r_t.
+    p_top, r_t = log_p.exp(), log_r_t.exp()
+    c = (p_top.sum(dim=-1) + r_t).unsqueeze(-1)
+    u = (r_t / outside_count).unsqueeze(-1)
+    q = scaled.sub_(log_norm).exp_().mul_(c).sub_(u)
+    q.scatter_(-1, index, q.gather(-1, index) + u - p_top)
+    return kl, q
 
 
 def chunked_sparse_kl(
@@ -601,62 +613,32 @@ def chunked_sparse_kl(
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
-    return _ChunkedSparseKL.apply(
+    return _ChunkedCachedKL.apply(
         top_indices,
         top_log_probs,
         rest_log_prob,
         student_logits,
         float(temperature),
         chunk_rows,
-        tail == "uniform",
+        _uniform_tail_rows if tail == "uniform" else _bucket_rows,
+        "chunked_sparse_kl",
     )
 
 
-class _ChunkedHybridKL(torch.autograd.Function):
-    """Forward KL against a top-k head plus a sampled tail, closed-form gradient, chunk by chunk."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        ids: Tensor,
-        log_probs: Tensor,
-        rest_log_prob: Tensor,
-        student_logits: Tensor,
-        temperature: float,
-        n_tail: int,
-        chunk_rows: int,
-    ) -> Tensor:
-        vocab, k = student_logits.shape[-1], ids.shape[-1]
-        dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
-        student = student_logits.reshape(-1, vocab)
-        flat_ids = ids.reshape(-1, k)
-        teacher = log_probs.reshape(-1, k)
-        teacher_rest = rest_log_prob.reshape(-1)
-        rows = student.shape[0]
-        out = torch.empty(rows, dtype=dtype, device=student.device)
-        grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
-        for start in range(0, rows, chunk_rows):
-            stop = min(start + chunk_rows, rows)
-            index = flat_ids[start:stop]
-            log_p = teacher[start:stop].to(dtype)
-            weights = _hybrid_weights(log_p, teacher_rest[start:stop].to(dtype), n_tail)
-            scaled = student[start:stop].to(dtype) / temperature
-            log_q = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
-            terms = weights * (log_p - log_q.gather(-1, index))
-            # A token of zero mass (a draw from an empty tail) adds 0, not 0 * -inf = NaN.
-            out[start:stop] = torch.where(weights > 0, terms, 0.0).sum(dim=-1)
-            if grad is None:
-                continue
-            # d/d(z/T) of sum_j w_j (log p_j - log q(id_j)) = q * sum(w) - (w scattered on ids).
-            q = log_q.exp_().mul_(weights.sum(dim=-1, keepdim=True))
-            grad[start:stop] = q.scatter_add_(-1, index, -weights).div_(temperature)
-        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
-        return out.reshape(student_logits.shape[:-1])
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        grad = _scale_stored_grad(ctx, grad_output, "chunked_hybrid_kl")
-        return None, None, None, grad, None, None, None
+def _hybrid_rows(
+    n_tail: int, index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Forward KL estimate against a top-k head plus ``n_tail`` draws from the tail."""
+    weights = _hybrid_weights(log_p, log_r_t, n_tail)
+    log_q = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+    terms = weights * (log_p - log_q.gather(-1, index))
+    # A token of zero mass (a draw from an empty tail) adds 0, not 0 * -inf = NaN.
+    kl = torch.where(weights > 0, terms, 0.0).sum(dim=-1)
+    if not need_grad:
+        return kl, None
+    # d/d(z/T) of sum_j w_j (log p_j - log q(id_j)) = q * sum(w) - (w scattered on ids).
+    q = log_q.exp_().mul_(weights.sum(dim=-1, keepdim=True))
+    return kl, q.scatter_add_(-1, index, -weights)
 
 
 def _hybrid_weights(log_p: Tensor, log_rest: Tensor, n_tail: int) -> Tensor:
@@ -693,8 +675,15 @@ def chunked_hybrid_kl(
     _check_sparse_shapes(ids, log_probs, rest_log_prob, student_logits)
     if not 0 <= n_tail <= ids.shape[-1]:
         raise ValueError(f"n_tail = {n_tail} must lie in [0, k = {ids.shape[-1]}]")
-    return _ChunkedHybridKL.apply(
-        ids, log_probs, rest_log_prob, student_logits, float(temperature), n_tail, chunk_rows
+    return _ChunkedCachedKL.apply(
+        ids,
+        log_probs,
+        rest_log_prob,
+        student_logits,
+        float(temperature),
+        chunk_rows,
+        functools.partial(_hybrid_rows, n_tail),
+        "chunked_hybrid_kl",
     )
 
 
