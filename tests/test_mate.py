@@ -447,11 +447,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_mate_tiny_recipe_runs_under_torch_distributed(
-    prepared_data: Path, tiny_models: dict[str, str], tmp_path: Path
-) -> None:
-    out = tmp_path / "ddp"
+def _distill_under_torchrun(recipe: str, out: Path, *settings: str) -> None:
+    """`tinyminds distill RECIPE` through torch.distributed.run with two gloo processes."""
     command = [
         sys.executable,
         "-m",
@@ -462,20 +459,32 @@ def test_mate_tiny_recipe_runs_under_torch_distributed(
         "-m",
         "tinyminds",
         "distill",
-        "mate-tiny",
-        f"data={prepared_data}",
+        recipe,
         f"out={out}",
-        f"teachers=[{tiny_models['gpt2-tiny']},{tiny_models['llama-tiny']}]",
-        f"generator={tiny_models['electra-tiny']}",
+        *settings,
         "batch_size=8",
-        "max_steps=3",
-        "student_steps=2",
         "eval_chunks=16",
         "log_every=1",
         "-q",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_mate_tiny_recipe_runs_under_torch_distributed(
+    prepared_data: Path, tiny_models: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "ddp"
+    _distill_under_torchrun(
+        "mate-tiny",
+        out,
+        f"data={prepared_data}",
+        f"teachers=[{tiny_models['gpt2-tiny']},{tiny_models['llama-tiny']}]",
+        f"generator={tiny_models['electra-tiny']}",
+        "max_steps=3",
+        "student_steps=2",
+    )
     records = read_metrics(out)
     assert [r["step"] for r in records if r["kind"] == "generator"] == [1, 1, 3, 3]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
@@ -488,28 +497,13 @@ def test_contrastive_tiny_recipe_runs_under_torch_distributed(
     """contrastive-tiny under torchrun: each of the two processes contrasts its own 4 chunks and the
     engine averages the projections' gradients with the student's."""
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "tinyminds",
-        "distill",
+    _distill_under_torchrun(
         "contrastive-tiny",
+        out,
         f"data={prepared_data}",
-        f"out={out}",
         f"teachers=[{tiny_models['gpt2-tiny']},{tiny_models['llama-tiny']}]",
-        "batch_size=8",
         "max_steps=2",
-        "eval_chunks=16",
-        "log_every=1",
-        "-q",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     train = [r for r in read_metrics(out) if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2]
     assert all(r["contrastive"] > 0 for r in train)
