@@ -8,10 +8,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from tinyminds.console import set_quiet
 from tinyminds.data.demo_corpus import write_demo_corpus
 from tinyminds.data.prepare import PrepareOptions, prepare
+from tinyminds.training.objectives.base import SetupContext
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -77,3 +79,17 @@ def babylm_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(target, filter="data")
     return target / "babylm-mini"
+
+
+def one_process_context() -> SetupContext:
+    """What the engine hands an objective's ``setup`` in one CPU process without data."""
+    return SetupContext(
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        rank=0,
+        world_size=1,
+        barrier=lambda: None,
+        data=None,
+        run_dir=Path("."),
+        train_rows=None,
+    )

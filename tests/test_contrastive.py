@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_process_context
 
 from tinyminds.data.chunks import load_prepared
 from tinyminds.data.tokenizer import load_tokenizer
@@ -14,7 +15,7 @@ from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.metrics import read_metrics
-from tinyminds.training.objectives.base import Batch, SetupContext
+from tinyminds.training.objectives.base import Batch
 from tinyminds.training.objectives.contrastive import ContrastiveObjective
 from tinyminds.training.objectives.distillation import DistillationObjective, distill
 from tinyminds.training.objectives.kd_losses import info_nce, mean_pool
@@ -94,18 +95,7 @@ def _objective(config: DistillConfig, vocab: int = 50) -> ContrastiveObjective:
     ]
     kd = DistillationObjective(teachers, ["a", "b"], config)
     objective = ContrastiveObjective(kd, get_spec(config.model).hidden, seed=5)
-    objective.setup(
-        SetupContext(
-            device=torch.device("cpu"),
-            amp_dtype=None,
-            rank=0,
-            world_size=1,
-            barrier=lambda: None,
-            data=None,
-            run_dir=Path("."),
-            train_rows=None,
-        )
-    )
+    objective.setup(one_process_context())
     return objective
 
 

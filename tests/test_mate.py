@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_process_context
 from transformers import AutoModelForMaskedLM
 
 from tinyminds.data.chunks import load_prepared
@@ -20,7 +21,7 @@ from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training import checkpoint
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.metrics import read_metrics
-from tinyminds.training.objectives.base import Batch, SetupContext, causal_lm_cross_entropy
+from tinyminds.training.objectives.base import Batch, causal_lm_cross_entropy
 from tinyminds.training.objectives.distillation import DistillationObjective, distill
 from tinyminds.training.objectives.kd_losses import (
     dense_kl,
@@ -197,18 +198,7 @@ def _objective(config: DistillConfig) -> tuple[MateObjective, torch.nn.Module]:
     ]
     generator = build_model(get_spec("electra-tiny"), VOCAB + 1)
     objective = MateObjective(DistillationObjective(teachers, ["a", "b"], config), generator)
-    objective.setup(
-        SetupContext(
-            device=torch.device("cpu"),
-            amp_dtype=None,
-            rank=0,
-            world_size=1,
-            barrier=lambda: None,
-            data=None,
-            run_dir=Path("."),
-            train_rows=None,
-        )
-    )
+    objective.setup(one_process_context())
     return objective, build_model(get_spec(config.model), VOCAB)
 
 
