@@ -88,6 +88,7 @@ __all__ = [
     "mate_loss",
     "mean_pool",
     "reduce_kl",
+    "sampled_kl",
     "sparse_kl",
 ]
 
@@ -698,6 +699,10 @@ def sampled_kl(
     ``(q_s - p_hat) / T`` (p_hat: the draws' empirical distribution) is unbiased for the true
     ``(q_s - p_t) / T``: the tail of a flat teacher is represented in proportion, which a top-k
     cache cannot do. Returns ``[B, L]`` float32 (float64 for float64 inputs).
+
+    This is the plain autograd form, kept as the reference: training reads a sampled cache through
+    `chunked_hybrid_kl` with no head (the same values and gradient, tested), as `sparse_kl` is the
+    reference of `chunked_sparse_kl`.
     """
     _check_temperature(temperature)
     if sample_ids.dtype != torch.int64:
