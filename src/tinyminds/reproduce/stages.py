@@ -8,9 +8,11 @@ MATE-KD generator (ELECTRA-56M, a masked LM) and the four students. Each entry n
 each scale:
 
 - ``paper``: the paper's recipes (Table 1 hyperparameters); needs a GPU.
-- ``mini``: a babylm-mini-sized corpus, whole epochs of the scaled-down recipes: the small pair of
-  teachers is ``gpt2-tiny`` + ``llama-tiny``, the large pair ``gpt2-small`` + ``llama-small``,
-  the students and baselines ``gpt2-tiny`` / ``llama-tiny``; evaluation on every pair.
+- ``mini``: a babylm-mini-sized corpus and a 16,000-token BPE, 300 optimizer steps of the
+  scaled-down recipes per model (a quarter of an epoch of babylm-mini, about an hour and a half
+  for the grid on 2 CPU cores; ``--max-steps 0`` trains whole epochs): the small pair of teachers is
+  ``gpt2-tiny`` + ``llama-tiny``, the large pair ``gpt2-small`` + ``llama-small``, the students
+  and baselines ``gpt2-tiny`` / ``llama-tiny``; evaluation on every pair.
 - ``tiny``: the same models on the embedded Shakespeare corpus with a 4,000-token BPE, 60
   optimizer steps per model, and evaluation capped at 50 pairs per subtask: minutes on 2 CPU
   cores (the demo).
@@ -54,6 +56,16 @@ class Scale:
     description: str
     default_corpus: bool = False
     """The embedded Shakespeare corpus is used when no corpus is given."""
+    glue_epochs: int | None = None
+    """GLUE fine-tuning epochs (``--glue``; None: the recipe's 32)."""
+    glue_max_train_examples: int | None = None
+    """GLUE training examples per task (``--glue``; None: all)."""
+
+    @property
+    def glue_recipe(self) -> dict[str, int]:
+        """The GLUE recipe's fields this scale overrides."""
+        fields = {"epochs": self.glue_epochs, "max_train_examples": self.glue_max_train_examples}
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 SCALES = {
@@ -64,13 +76,17 @@ SCALES = {
         50,
         "scaled-down models, 60 steps each, on the embedded Shakespeare corpus (2 CPU cores)",
         default_corpus=True,
+        glue_epochs=1,
+        glue_max_train_examples=64,
     ),
     "mini": Scale(
         "mini",
         16_000,
-        0,
+        300,
         None,
-        "scaled-down models, whole epochs, on a babylm-mini-sized corpus (CPU: hours)",
+        "scaled-down models, 300 steps each, on a babylm-mini-sized corpus (2 CPU cores: ~1.5 h)",
+        glue_epochs=3,
+        glue_max_train_examples=2_000,
     ),
     "paper": Scale("paper", 16_000, 0, None, "the paper's recipes on the BabyLM corpus (GPU)"),
 }
@@ -365,6 +381,7 @@ def _eval_stage(
                 name=entry.stage,
                 max_items=settings.eval_max_items,
                 device=settings.device,
+                **(settings.scale.glue_recipe if "glue" in tasks else {}),
             )
         finally:
             torch.set_num_threads(threads)
@@ -427,6 +444,7 @@ def build_stages(settings: Settings) -> list[Stage]:
             "tasks": tasks,
             "data": eval_hash,
             "glue_data": glue_hash if "glue" in tasks else "",
+            "glue_recipe": settings.scale.glue_recipe if "glue" in tasks else {},
             "max_items": settings.eval_max_items,
         }
         stages.append(
