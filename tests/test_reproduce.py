@@ -194,3 +194,22 @@ def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyP
     assert macro["DistilledGPT-44M"] == "61.0" and macro["DistilledGPT-44M (paper)"] == "68.8"
     monkeypatch.setattr(report, "_results", lambda graph, stage: None)
     assert report.table_4(None) is None  # type: ignore[arg-type]
+
+
+def test_small_scales_fine_tune_glue_briefly_and_key_it(tmp_path: Path) -> None:
+    from tinyminds.reproduce.stages import SCALES, Settings, build_stages
+
+    (tmp_path / "glue_filtered").mkdir()
+
+    def eval_specs(scale: str) -> dict[str, dict[str, object]]:
+        settings = Settings(SCALES[scale], tmp_path, tmp_path, list(ZERO_SHOT), 0, None, glue=True)
+        stages = build_stages(settings)
+        return {s.name: s.spec for s in stages if s.name.startswith("eval-")}
+
+    tiny, mini, paper = eval_specs("tiny"), eval_specs("mini"), eval_specs("paper")
+    assert tiny["eval-distilledgpt-44m"]["glue_recipe"] == {"epochs": 1, "max_train_examples": 64}
+    assert mini["eval-babyllama-58m"]["glue_recipe"] == {"epochs": 3, "max_train_examples": 2000}
+    assert paper["eval-distilledgpt-44m"]["glue_recipe"] == {}  # the recipe's 32 epochs, all data
+    assert (
+        tiny["eval-gpt2-44m"]["glue_recipe"] == {} and "glue" not in tiny["eval-gpt2-44m"]["tasks"]
+    )

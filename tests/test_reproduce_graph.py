@@ -196,3 +196,22 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
         process.wait(timeout=30)
     with run_lock(tmp_path):  # released when the holder exits
         pass
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's clear_refs")
+def test_peak_memory_is_each_stages_own(tmp_path: Path) -> None:
+    """A stage that holds 256 MiB reports it; the small stage after it does not inherit that peak."""
+
+    def big(context: StageContext) -> dict[str, Any]:
+        block = bytearray(256 * 2**20)
+        block[::4096] = b"\1" * len(block[::4096])  # touch every page so that it is resident
+        return {"bytes": len(block)}
+
+    def small(context: StageContext) -> dict[str, Any]:
+        return {}
+
+    graph = Graph([Stage("big", (), {}, big), Stage("small", ("big",), {}, small)], tmp_path)
+    graph.run()
+    done = {name: json.loads((graph.folder(name) / DONE_FILE).read_text()) for name in graph.stages}
+    assert done["big"]["peak_rss_scope"] == done["small"]["peak_rss_scope"] == "stage"
+    assert done["big"]["peak_rss_mib"] - done["small"]["peak_rss_mib"] > 200

@@ -97,8 +97,30 @@ def _is_key(text: str) -> bool:
     return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
 
 
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-resident-memory window for this process, so that `peak_rss_mib` reports
+    one stage's own peak (stages share one process). Linux resets its high-water mark when "5" is
+    written to ``/proc/self/clear_refs``; False where that is not possible (then the peak is the
+    process's so far)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory in MiB: since the last `reset_peak_rss` on Linux
+    (``VmHWM``), else the whole process's (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -258,6 +280,7 @@ class Graph:
                 {dep: self.folder(dep) for dep in stage.deps},
                 {dep: (self.record(dep) or {}).get("record", {}) for dep in stage.deps},
             )
+            rss_scope = "stage" if reset_peak_rss() else "process"
             started = time.perf_counter()
             try:
                 record = stage.run(context) or {}
@@ -284,6 +307,7 @@ class Graph:
                     "seconds": round(time.perf_counter() - started, 3),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "peak_rss_mib": round(peak_rss_mib(), 1),
+                    "peak_rss_scope": rss_scope,
                     "record": record,
                 },
             )

@@ -277,6 +277,14 @@ def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def _rss(document: dict[str, Any]) -> str:
+    """A stage's peak RSS cell: starred where it is the process's peak so far, not the stage's."""
+    peak = document.get("peak_rss_mib")
+    if peak is None:
+        return "–"
+    return f"{peak}" if document.get("peak_rss_scope") == "stage" else f"{peak}*"
+
+
 def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
     lines = _header(
         ["stage", "state", "wall time (s)", "tokens/s", "peak GPU memory (MiB)", "peak RSS (MiB)"],
@@ -297,7 +305,7 @@ def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
                         f"{document['seconds']:.1f}",
                         f"{speed:,.0f}" if speed else "–",
                         record.get("peak_gpu_mib", "–"),
-                        document.get("peak_rss_mib", "–"),
+                        _rss(document),
                     ]
                 )
             )
@@ -520,7 +528,8 @@ def write_report(
         "",
         "Each stage's output lives in `stages/NAME-KEY/` (KEY: hash of its config and of its "
         "inputs' keys); `ran` were run by this invocation, `reused` were finished before. Peak RSS "
-        "is the process's peak so far when the stage ended (stages share one process).",
+        "is the stage's own peak resident memory on Linux; elsewhere (marked *) the process's "
+        "peak so far when the stage ended, since stages share one process.",
         "",
         *stage_table(graph, summary),
         "",
