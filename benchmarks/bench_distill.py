@@ -22,8 +22,10 @@ the 128 positions, averaged over chunks; tinyminds' ``kl_reduction: sequence``):
   `tinyminds.training.objectives.distillation.distill` with the ``distilledgpt-44m`` recipe and
   ``teacher_cache=false``; precision ``auto`` (fp32 on the CPU, bf16 autocast and bf16 teachers on
   a GPU).
-* **(c) tinyminds, teacher cache**: the same with ``teacher_cache=true, cache_k=32,
-  cache_selection=topk``. The cache is built *before* timing by a first one-step ``distill`` run
+* **(c) tinyminds, teacher cache**: the same with ``teacher_cache=true`` and the cache users get
+  by default (``cache_selection=sample, cache_k=128``; ``--cache-selection`` and ``--cache-k``
+  pick another, e.g. ``topk`` and ``32``, the cache of the first results in the README). The
+  cache is built *before* timing by a first one-step ``distill`` run
   (its build time, from the cache's ``meta.json``, and its size are reported on their own); the
   timed run finds it by its content key in the same ``cache_dir`` and reuses it (checked: its
   ``meta.json`` must not change).
@@ -113,7 +115,8 @@ from tinyminds.training.teachers import load_teachers
 RECIPE = "distilledgpt-44m"
 STUDENT = "gpt2-44m"
 TEACHERS = "gpt2-44m,llama-60m"
-CACHE_K = 32
+CACHE_DEFAULTS = DistillConfig(model=STUDENT)
+"""tinyminds' defaults, for the cache of (c)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized for the 2-core CPU: a few minutes in all.
@@ -128,7 +131,7 @@ TARGETS = {"cpu": {"b": 1.0, "c": 3.0}, "h100": {"b": 2.0, "c": 5.0}}
 WAY_NAMES = {
     "a": "(a) transformers.Trainer + compute_loss, teachers online (BabyLlama)",
     "b": "(b) tinyminds distill, teachers online",
-    "c": "(c) tinyminds distill, teacher cache (top-32)",
+    "c": "(c) tinyminds distill, teacher cache",
     "floor": "floor: the student alone, no teachers (tinyminds train, CE only)",
 }
 
@@ -323,6 +326,8 @@ def tinyminds_config(
     cache_dir: Path,
     device: str,
     compile_model: bool,
+    cache_selection: str = CACHE_DEFAULTS.cache_selection,
+    cache_k: int = CACHE_DEFAULTS.cache_k,
 ) -> DistillConfig:
     """The recipe with the benchmark's data, teachers, batch, steps and cache settings."""
     return dataclasses.replace(
@@ -344,8 +349,8 @@ def tinyminds_config(
         tensorboard=False,
         wandb=False,
         teacher_cache=cache,
-        cache_k=CACHE_K,
-        cache_selection="topk",
+        cache_k=cache_k,
+        cache_selection=cache_selection,
         cache_dir=str(cache_dir),
     )
 
@@ -360,7 +365,9 @@ def run_tinyminds(config: DistillConfig, warmup: int, steps: int, way: str) -> d
     tokens_per_step = config.batch_size * load_prepared(Path(config.data)).chunk_size
     gpu = torch.cuda.is_available() and config.device != "cpu"
     return {
-        "way": WAY_NAMES[way] + (", compiled" if config.compile else ""),
+        "way": WAY_NAMES[way]
+        + (f" ({config.cache_selection}, k={config.cache_k})" if way == "c" else "")
+        + (", compiled" if config.compile else ""),
         "precision": ("bf16 autocast" if gpu else "fp32")
         + ("" if way == "floor" or not gpu else " (teachers bf16)"),
         "optimizer": "adamw_torch_fused",
@@ -556,6 +563,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile", action="store_true", help="compile=true for the tinyminds runs (b) and (c)"
     )
     parser.add_argument(
+        "--cache-selection",
+        choices=("sample", "topk", "hybrid"),
+        default=CACHE_DEFAULTS.cache_selection,
+        help=f"the cache of (c) (default: tinyminds' default, {CACHE_DEFAULTS.cache_selection})",
+    )
+    parser.add_argument(
+        "--cache-k",
+        type=int,
+        default=CACHE_DEFAULTS.cache_k,
+        help=f"tokens per position in the cache of (c) (default {CACHE_DEFAULTS.cache_k})",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of all ways; each keeps its best (default 1)"
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -584,6 +603,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--gpu needs --device cuda (or auto)")
     if args.batch < 1 or args.steps < 1 or args.warmup < 0 or args.repeat < 1:
         parser.error("--batch, --steps and --repeat must be at least 1, --warmup at least 0")
+    if args.cache_k < 1:
+        parser.error(f"--cache-k must be at least 1, got {args.cache_k}")
     if not 0.0 < args.train_fraction <= 1.0:
         parser.error("--train-fraction must be in (0, 1]")
     for name in [args.student, *args.teachers.split(",")]:
@@ -635,6 +656,8 @@ def main(argv: list[str] | None = None) -> None:
             cache_dir=work / "teacher-cache",
             device=args.device,
             compile_model=args.compile,
+            cache_selection=args.cache_selection,
+            cache_k=args.cache_k,
         )
         cache = build_cache(cached)
         meta_path = Path(cached.cache_dir) / META_FILE
@@ -708,6 +731,8 @@ def main(argv: list[str] | None = None) -> None:
             "timed_steps": args.steps,
             "repeat": args.repeat,
             "compile": args.compile,
+            "cache_selection": args.cache_selection,
+            "cache_k": args.cache_k,
             "loss": {
                 "alpha": recipe.alpha,
                 "temperature": recipe.temperature,
