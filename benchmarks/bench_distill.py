@@ -38,9 +38,10 @@ prepared chunks, the same batch of B x 128 tokens, the same number of timed step
 W untimed warm-up steps, on the same machine, in one process, one way after the other. Every
 timing runs from the end of one optimizer step to the end of the next: data, student forward,
 teachers (or the cache lookup), CE + KL, backward, clipping, AdamW, schedule. tinyminds' per-step
-times are read back from ``metrics.jsonl`` (``log_every=1``, as in ``bench_train_cpu.py``); the
-Trainer's come from a callback at the end of each step (after a CUDA synchronize on a GPU; the
-engine synchronises every step itself). Validation, export and checkpoints are never timed. On a
+times are read back from ``metrics.jsonl``, logged every gcd(W, N) steps (a log waits for the
+GPU; between logs tinyminds queues a step while the GPU computes the one before, as in real runs);
+the Trainer's come from a callback at the end of each step (after a CUDA synchronize on a GPU; the
+Trainer reads its loss back at every step anyway, to filter NaN/inf from its logs). Validation, export and checkpoints are never timed. On a
 GPU the precisions differ by design: each side runs as its users run it (BabyLlama: fp16 AMP;
 tinyminds: bf16).
 
@@ -322,6 +323,7 @@ def tinyminds_config(
     *,
     batch: int,
     max_steps: int,
+    warmup: int,
     cache: bool,
     cache_dir: Path,
     device: str,
@@ -329,7 +331,13 @@ def tinyminds_config(
     cache_selection: str = CACHE_DEFAULTS.cache_selection,
     cache_k: int = CACHE_DEFAULTS.cache_k,
 ) -> DistillConfig:
-    """The recipe with the benchmark's data, teachers, batch, steps and cache settings."""
+    """The recipe with the benchmark's data, teachers, batch, steps and cache settings.
+
+    It logs every gcd(warmup, timed steps) steps: often enough to time the timed steps apart
+    from the warm-up, no more (a log reads numbers back from the GPU, so the CPU waits for it
+    there: tinyminds otherwise queues the next step while the GPU computes, as a real run does;
+    the Trainer reads its loss back at every step by itself).
+    """
     return dataclasses.replace(
         recipe,
         teachers=[str(d) for d in teacher_dirs],
@@ -342,7 +350,7 @@ def tinyminds_config(
         eval_chunks=2 * batch,
         eval_batch_size=batch,
         checkpoint_every=0,
-        log_every=1,
+        log_every=math.gcd(warmup, max_steps - warmup) or max_steps,
         precision="auto",
         device=device,
         compile=compile_model,
@@ -409,6 +417,7 @@ def build_cache(config: DistillConfig) -> dict[str, Any]:
         for name, shape in meta["shapes"].items()
     )
     return {
+        "selection": config.cache_selection,
         "k": meta["k"],
         "tokens": tokens,
         "build_seconds": meta["seconds"],
@@ -472,7 +481,7 @@ def report(result: dict[str, Any]) -> str:
     c = result["cache"]
     cache_rows = [
         [
-            f"top-{c['k']}",
+            f"{c['selection']}, k={c['k']}",
             f"{c['tokens']:,}",
             f"{c['build_seconds']:.1f}",
             f"{c['build_tokens_per_second']:,.0f}",
@@ -652,6 +661,7 @@ def main(argv: list[str] | None = None) -> None:
             work / "cache-build",
             batch=args.batch,
             max_steps=total_steps,
+            warmup=args.warmup,
             cache=True,
             cache_dir=work / "teacher-cache",
             device=args.device,

@@ -113,18 +113,27 @@ def timed_seconds(step_ends: list[float], begin: float, warmup: int, steps: int)
 
 
 def metrics_step_seconds(run_dir: Path, warmup: int, steps: int, tokens_per_step: int) -> float:
-    """Wall time of steps warmup+1 .. warmup+steps of an engine run logged with ``log_every=1``.
+    """Wall time of steps warmup+1 .. warmup+steps of an engine run, from ``metrics.jsonl``.
 
-    Each train record of ``metrics.jsonl`` then covers exactly one step, and its ``tokens_per_s``
-    gives that step's time back.
+    Each train record covers the steps since the record before it, and its ``tokens_per_s`` gives
+    their time back. The run must log at steps ``warmup`` and ``warmup + steps`` (``log_every``
+    dividing both; ``log_every=1`` times every step on its own).
     """
     records = [
         json.loads(line)
         for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    per_step = {r["step"]: r["tokens_per_s"] for r in records if r.get("kind") == "train"}
-    return sum(tokens_per_step / per_step[s] for s in range(warmup + 1, warmup + steps + 1))
+    speed = {r["step"]: r["tokens_per_s"] for r in records if r.get("kind") == "train"}
+    ends = sorted(speed)
+    if (warmup and warmup not in speed) or warmup + steps not in speed:
+        raise ValueError(f"the run logged no train record at step {warmup} or {warmup + steps}")
+    seconds, previous = 0.0, 0
+    for end in ends:
+        if warmup <= previous and end <= warmup + steps:
+            seconds += (end - previous) * tokens_per_step / speed[end]
+        previous = end
+    return seconds
 
 
 def machine_info() -> dict[str, Any]:

@@ -33,6 +33,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tinyminds.console import info, progress
+from tinyminds.devices import to_device
 from tinyminds.errors import UserError
 from tinyminds.evaluation.tasks import Pair
 
@@ -475,32 +476,26 @@ def _run(
     """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities, on
     the device (reading it there would wait for the GPU)."""
 
-    def to_device(tensor: torch.Tensor) -> torch.Tensor:
-        # From pinned memory the copy does not wait for the GPU to finish the batch before.
-        if device.type == "cuda":
-            return tensor.pin_memory().to(device, non_blocking=True)
-        return tensor
-
     inputs: dict[str, torch.Tensor | bool] = {
-        "input_ids": to_device(batch.input_ids),
+        "input_ids": to_device(batch.input_ids, device),
         "use_cache": False,  # no key/value cache: one pass, no generation
     }
     if batch.position_ids is not None:
-        inputs["position_ids"] = to_device(batch.position_ids)
+        inputs["position_ids"] = to_device(batch.position_ids, device)
     if batch.attention_mask is not None:
         # Additive, as the models' own 4D masks are: eager and SDPA attention both take it.
         dtype = next(model.parameters()).dtype
-        allowed = to_device(batch.attention_mask)
+        allowed = to_device(batch.attention_mask, device)
         inputs["attention_mask"] = torch.zeros(allowed.shape, dtype=dtype, device=device)
         inputs["attention_mask"].masked_fill_(~allowed, torch.finfo(dtype).min)
-    rows, columns = to_device(batch.rows), to_device(batch.columns)
+    rows, columns = to_device(batch.rows, device), to_device(batch.columns, device)
     head.batch, head.rows, head.columns, head.used = batch, rows, columns, False
     logits = model(**inputs).logits
     selected = logits[0] if head.used else logits[rows, columns]  # [positions, vocabulary]
     log_probs = selected.float().log_softmax(-1)
-    token_log_probs = log_probs[to_device(batch.position), to_device(batch.targets)]
+    token_log_probs = log_probs[to_device(batch.position, device), to_device(batch.targets, device)]
     totals = torch.zeros(len(batch.sequences), dtype=torch.float64, device=device)
-    totals.index_add_(0, to_device(batch.slots), token_log_probs.double())
+    totals.index_add_(0, to_device(batch.slots, device), token_log_probs.double())
     return totals
 
 

@@ -50,6 +50,7 @@ from tinyminds.data.tokenizer import (
     mlm_tokenizer_hash,
     tokenizer_hash,
 )
+from tinyminds.devices import to_device
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training import checkpoint
@@ -394,7 +395,7 @@ def _train(
 
     def to_batch(indices: np.ndarray, chunks: np.ndarray, split: str) -> Batch:
         ids = torch.from_numpy(chunks[indices].astype(np.int64))
-        return Batch(ids.to(device, non_blocking=True), torch.from_numpy(indices), split)
+        return Batch(to_device(ids, device), torch.from_numpy(indices), split)
 
     def validate() -> dict[str, float]:
         model.eval()
@@ -527,7 +528,7 @@ def _train(
             grad_norm = (
                 nn.utils.clip_grad_norm_(trainable_params, config.grad_clip)
                 if config.grad_clip > 0
-                else torch.zeros(())
+                else torch.zeros((), device=device)
             )
             # Remembered on the device, checked before anything is logged or saved: a per-step
             # .item() would make the CPU wait for the GPU at every step.

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from tinyminds.console import info, progress
+from tinyminds.devices import to_device
 from tinyminds.errors import UserError
 from tinyminds.training.checkpoint import fsync_folder
 
@@ -220,11 +221,7 @@ class TeacherCache:
         top = torch.from_numpy(np.ascontiguousarray(self.top_log_probs[rows]))
         rest = torch.from_numpy(np.ascontiguousarray(self.rest_log_prob[rows]))
         # float16 crosses to the device at half the size and is widened there.
-        return (
-            ids.to(device, non_blocking=True),
-            top.to(device, non_blocking=True).float(),
-            rest.to(device, non_blocking=True),
-        )
+        return to_device(ids, device), to_device(top, device).float(), to_device(rest, device)
 
 
 # --- opening ----------------------------------------------------------------------------------
@@ -431,7 +428,7 @@ def fill_rows(
             for start in range(0, rows.size, batch_size):
                 batch_rows = rows[start : start + batch_size]
                 input_ids = torch.from_numpy(np.asarray(chunks[batch_rows], dtype=np.int64))
-                log_probs = ensemble_log_probs(input_ids.to(device))
+                log_probs = ensemble_log_probs(to_device(input_ids, device))
                 expected = (batch_rows.size, chunk_len, vocab_size)
                 if tuple(log_probs.shape) != expected:
                     raise ValueError(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyminds.devices import to_device
 from tinyminds.training.objectives.base import Batch, ObjectiveOutput
 
 DEV_MASK_SEED = 20_240_515
@@ -44,7 +45,7 @@ def mask_tokens(
     action = torch.rand(shape, generator=generator)
     random_ids = torch.randint(vocab_size, shape, generator=generator)
     device = input_ids.device
-    selected, action, random_ids = selected.to(device), action.to(device), random_ids.to(device)
+    selected, action, random_ids = (to_device(t, device) for t in (selected, action, random_ids))
     masked = torch.where(selected & (action < 0.8), torch.full_like(input_ids, mask_id), input_ids)
     masked = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, masked)
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
