@@ -167,6 +167,12 @@ def test_tiny_grid_report_reuse_and_invalidation(
     # ... and the whole run reruns the other evaluations and the comparison only.
     code, stdout, _ = run(capsys, *base, "--max-items", "3")
     assert code == 0 and f": {len(evaluated)} stages ran, {len(GRID) + 2} reused" in stdout
+    # --prune: the evaluations and the comparison scored on 4 pairs are what the grid no longer uses.
+    code, stdout, _ = run(capsys, *base, "--max-items", "3", "--dry-run", "--prune")
+    assert code == 0 and f"--prune would delete {len(evaluated) + 1} unused stage" in stdout
+    code, stdout, _ = run(capsys, *base, "--max-items", "3", "--prune")
+    assert code == 0 and ": 0 stages ran" in stdout
+    assert len(list((out / "stages").iterdir())) == 1 + len(GRID) + len(evaluated) + 1
 
 
 def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyPatch) -> None:

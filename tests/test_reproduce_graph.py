@@ -4,6 +4,7 @@ the run lock. Nothing here trains a model."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -215,3 +216,17 @@ def test_peak_memory_is_each_stages_own(tmp_path: Path) -> None:
     done = {name: json.loads((graph.folder(name) / DONE_FILE).read_text()) for name in graph.stages}
     assert done["big"]["peak_rss_scope"] == done["small"]["peak_rss_scope"] == "stage"
     assert done["big"]["peak_rss_mib"] - done["small"]["peak_rss_mib"] > 200
+
+
+def test_unused_folders_are_those_of_older_configs_only(tmp_path: Path) -> None:
+    calls = Calls()
+    calls.grid(tmp_path).run()
+    old_b, old_d = calls.grid(tmp_path).folder("b"), calls.grid(tmp_path).folder("d")
+    graph = calls.grid(tmp_path, b=20)  # b and d change; a, c and e stay
+    graph.run()
+    (tmp_path / "stages" / "notes").mkdir()  # not a stage folder: never listed
+    assert graph.unused_folders() == sorted([old_b, old_d])
+    for path in graph.unused_folders():
+        shutil.rmtree(path)
+    assert graph.unused_folders() == [] and set(graph.states().values()) == {"done"}
+    assert (tmp_path / "stages" / "notes").is_dir()

@@ -195,7 +195,9 @@ def _reproduce(args: argparse.Namespace) -> None:
     )
     only = [name for item in args.only or [] for name in item.split(",") if name]
     command = "tinyminds " + shlex.join(args.argv)
-    result = reproduce(settings, out, only=only, dry_run=args.dry_run, command=command)
+    result = reproduce(
+        settings, out, only=only, dry_run=args.dry_run, prune=args.prune, command=command
+    )
     if args.dry_run:
         return
     print_summary(result)
@@ -466,6 +468,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the stage graph with each stage's state (done, to run, partial, stale, "
         "unavailable) and run nothing",
+    )
+    sub.add_argument(
+        "--prune",
+        action="store_true",
+        help="after the run, delete the stage folders this grid no longer uses (outputs of older "
+        "configs or inputs); with --dry-run, list them and their size",
     )
     sub.add_argument(
         "--max-steps",

@@ -7,6 +7,7 @@ below checks the inputs, builds the graph, runs it (or prints it) and writes the
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,14 @@ def reproduce(
     *,
     only: list[str] | None = None,
     dry_run: bool = False,
+    prune: bool = False,
     command: str = "tinyminds reproduce",
 ) -> Reproduction:
     """Run (or, with ``dry_run``, print) the grid into ``out``; writes ``out/report.md``.
 
     ``only``: stage names or patterns; those stages run, with whatever of their dependencies is
-    not finished yet. A second run into the same ``out`` at the same time is refused.
+    not finished yet. ``prune``: then delete the stage folders the grid no longer uses (with
+    ``dry_run``: list them). A second run into the same ``out`` at the same time is refused.
     """
     started = time.perf_counter()
     with run_lock(out):
@@ -113,6 +116,8 @@ def reproduce(
             )
             print(graph.describe(selected))
             print("  report                           (rewritten at the end of every run)")
+            if prune:
+                _prune(graph, dry_run=True)
             return Reproduction(graph, settings, None, None, time.perf_counter() - started)
 
         def announce(name: str, state: str) -> None:
@@ -129,10 +134,27 @@ def reproduce(
                     "--device cpu to run it on the CPU anyway, e.g. a few --max-steps as a check)"
                 )
         summary = graph.run(selected, on_start=announce)
+        if prune:
+            _prune(graph, dry_run=False)
         from tinyminds.reproduce.report import write_report
 
         report = write_report(graph, settings, summary, command)
     return Reproduction(graph, settings, summary, report, time.perf_counter() - started)
+
+
+def _prune(graph: Graph, *, dry_run: bool) -> None:
+    """Delete (or list) the stage folders that no stage of ``graph`` uses, with their size."""
+    unused = graph.unused_folders()
+    sizes = [sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) for path in unused]
+    total = f"{len(unused)} unused stage folder(s), {sum(sizes) / 1e6:,.1f} MB"
+    if dry_run:
+        print(f"--prune would delete {total}:" if unused else "--prune: no unused stage folders")
+        for path, size in zip(unused, sizes, strict=True):
+            print(f"  {path.name}  {size / 1e6:,.1f} MB")
+        return
+    for path in unused:
+        shutil.rmtree(path)
+    info(f"--prune: deleted {total}" if unused else "--prune: no unused stage folders")
 
 
 def print_summary(result: Reproduction) -> None:

@@ -18,7 +18,8 @@ States, as `Graph.states` reports them:
 
 `Graph.run` runs stages in dependency order; a stage that fails (an exception) is reported with
 one line, its dependants are skipped, every other stage still runs, and finished stages are never
-touched. `run_lock` refuses a second run in the same root (an ``fcntl`` lock on ``ROOT/.lock``).
+touched. `Graph.unused_folders` lists the folders no current stage uses (``--prune`` deletes
+them). `run_lock` refuses a second run in the same root (an ``fcntl`` lock on ``ROOT/.lock``).
 Nothing here knows about models: the paper's grid is `tinyminds.reproduce.stages`.
 """
 
@@ -196,6 +197,23 @@ class Graph:
         if self.folder(name).is_dir():
             return "partial"
         return "stale" if others else "to run"
+
+    def unused_folders(self) -> list[Path]:
+        """Stage folders under ``root/stages/`` that no stage of this graph uses: the outputs of
+        older configs or inputs, of stages no longer in the graph, and their interrupted tries.
+        Only ``NAME-KEY`` folders count; anything else there is left alone."""
+        stages_dir = self.root / "stages"
+        if not stages_dir.is_dir():
+            return []
+        used = {self.folder(name).name for name in self.order}
+        return sorted(
+            path
+            for path in stages_dir.iterdir()
+            if path.is_dir()
+            and path.name not in used
+            and path.name[-17:-16] == "-"
+            and _is_key(path.name[-16:])
+        )
 
     def states(self) -> dict[str, str]:
         return {name: self.state(name) for name in self.order}
