@@ -181,8 +181,13 @@ def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyP
     def fake_results(graph: object, stage: str) -> dict[str, object] | None:
         if stage != "distilledgpt-44m":
             return None  # BabyLlama-58M not fine-tuned: its measured cells stay empty
-        tasks = {"rte": {"score": 0.5543, "baseline": 0.527}, "cola": {"score": 0.012}}
-        return {"glue": {"tasks": tasks, "macro": {"score": 0.61, "baseline": 0.55}}}
+        tasks = {
+            "rte": {"score": 0.5543, "baseline": 0.527},
+            "cola": {"score": 0.012},
+            "boolq": {"missing": "no training file"},
+        }
+        macro = {"score": 0.61, "baseline": 0.55}
+        return {"glue": {"tasks": tasks, "macro": macro, "overrides": {"epochs": 3}}}
 
     monkeypatch.setattr(report, "_results", fake_results)
     lines = report.table_4(None)  # type: ignore[arg-type]
@@ -198,6 +203,9 @@ def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyP
     assert by_task["mrpc"]["DistilledGPT-44M"] == "–"
     macro = rows[-1]
     assert macro["DistilledGPT-44M"] == "61.0" and macro["DistilledGPT-44M (paper)"] == "68.8"
+    assert lines[-1] == (
+        "- DistilledGPT-44M: the paper's recipe with epochs 3; not scored: boolq: no training file."
+    )
     monkeypatch.setattr(report, "_results", lambda graph, stage: None)
     assert report.table_4(None) is None  # type: ignore[arg-type]
 

@@ -238,7 +238,24 @@ def table_4(graph: Graph) -> list[str] | None:
             _pct(None if baseline is None else 100 * baseline),
         ]
     lines.append(_row(row))
-    return lines
+    notes = []
+    for entry in entries:
+        section = glue[entry.stage]
+        if not section:
+            continue
+        changed = ", ".join(f"{k} {v}" for k, v in section.get("overrides", {}).items())
+        missing = "; ".join(
+            f"{task}: {e['missing']}"
+            for task, e in section.get("tasks", {}).items()
+            if "missing" in e
+        )
+        notes.append(
+            f"- {entry.paper_name}: "
+            + (f"the paper's recipe with {changed}" if changed else "the paper's recipe")
+            + (f"; not scored: {missing}" if missing else "")
+            + "."
+        )
+    return [*lines, "", *notes] if notes else lines
 
 
 def wilcoxon_section(graph: Graph) -> list[str]:
