@@ -217,11 +217,15 @@ class TeacherCache:
                 f"chunk {int(missing[0])} is not in the teacher cache {self.folder} "
                 f"(it holds {int(self.filled.sum()):,} of {self.n_chunks:,} chunks)"
             )
-        ids = torch.from_numpy(np.asarray(self.top_indices[rows], dtype=np.int64))
+        ids = torch.from_numpy(np.asarray(self.top_indices[rows], dtype=np.int32))
         top = torch.from_numpy(np.ascontiguousarray(self.top_log_probs[rows]))
         rest = torch.from_numpy(np.ascontiguousarray(self.rest_log_prob[rows]))
-        # float16 crosses to the device at half the size and is widened there.
-        return to_device(ids, device), to_device(top, device).float(), to_device(rest, device)
+        # int32 ids and float16 log-probs cross to the device at half the size, widened there.
+        return (
+            to_device(ids, device).long(),
+            to_device(top, device).float(),
+            to_device(rest, device),
+        )
 
 
 # --- opening ----------------------------------------------------------------------------------
