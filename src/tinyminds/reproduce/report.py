@@ -545,8 +545,9 @@ def write_report(
         "",
         "Each stage's output lives in `stages/NAME-KEY/` (KEY: hash of its config and of its "
         "inputs' keys); `ran` were run by this invocation, `reused` were finished before. Peak RSS "
-        "is the stage's own peak resident memory on Linux; elsewhere (marked *) the process's "
-        "peak so far when the stage ended, since stages share one process.",
+        "is the stage's own peak resident memory on Linux; marked *, the process's peak so far "
+        "when the stage ended (stages share one process; other systems, and stages finished by "
+        "an older tinyminds).",
         "",
         *stage_table(graph, summary),
         "",
