@@ -201,21 +201,36 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's clear_refs")
 def test_peak_memory_is_each_stages_own(tmp_path: Path) -> None:
-    """A stage that holds 256 MiB reports it; the small stage after it does not inherit that peak."""
+    """A stage that holds 256 MiB reports it; the small stage after it does not inherit that peak.
 
-    def big(context: StageContext) -> dict[str, Any]:
-        block = bytearray(256 * 2**20)
-        block[::4096] = b"\1" * len(block[::4096])  # touch every page so that it is resident
-        return {"bytes": len(block)}
+    In a fresh interpreter: the test suite's own process holds memory of earlier tests that its
+    allocator may reuse, which would hide the stage's allocation."""
+    script = textwrap.dedent(
+        f"""
+        import mmap
+        from pathlib import Path
+        from tinyminds.reproduce.graph import Graph, Stage
 
-    def small(context: StageContext) -> dict[str, Any]:
-        return {}
+        def big(context):
+            # Fresh anonymous pages, each touched so that it is resident.
+            with mmap.mmap(-1, 256 * 2**20) as block:
+                for offset in range(0, len(block), mmap.PAGESIZE):
+                    block[offset] = 1
+                return {{"bytes": len(block)}}
 
-    graph = Graph([Stage("big", (), {}, big), Stage("small", ("big",), {}, small)], tmp_path)
-    graph.run()
+        stages = [Stage("big", (), {{}}, big), Stage("small", ("big",), {{}}, lambda context: {{}})]
+        Graph(stages, Path({str(tmp_path)!r})).run()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    graph = Graph([Stage("big", (), {}, _unused), Stage("small", ("big",), {}, _unused)], tmp_path)
     done = {name: json.loads((graph.folder(name) / DONE_FILE).read_text()) for name in graph.stages}
     assert done["big"]["peak_rss_scope"] == done["small"]["peak_rss_scope"] == "stage"
     assert done["big"]["peak_rss_mib"] - done["small"]["peak_rss_mib"] > 200
+
+
+def _unused(context: StageContext) -> dict[str, Any]:
+    raise AssertionError("the stages ran in the subprocess")
 
 
 def test_unused_folders_are_those_of_older_configs_only(tmp_path: Path) -> None:
