@@ -220,22 +220,28 @@ def check_distill_config(config: DistillConfig) -> None:
         check_mate_config(config)
 
 
-def check_contrastive_config(config: DistillConfig) -> None:
-    """objective=contrastive: weights, temperature, batch and the teacher cache."""
-    weights = {
-        "ce_weight": config.ce_weight,
-        "kd_weight": config.kd_weight,
-        "contrastive_weight": config.contrastive_weight,
-    }
+def _check_loss_weights(objective: str, weights: dict[str, float]) -> None:
+    """An objective's relative loss weights: none negative (or NaN), not all zero."""
     negative = [f"{k}={v}" for k, v in weights.items() if not v >= 0]
     if negative:
         raise UserError(
-            f"objective=contrastive: weights must not be negative: {', '.join(negative)}"
+            f"objective={objective}: weights must not be negative: {', '.join(negative)}"
         )
     if not any(weights.values()):
-        raise UserError(
-            "objective=contrastive: ce_weight, kd_weight and contrastive_weight are all zero"
-        )
+        *first, last = weights
+        raise UserError(f"objective={objective}: {', '.join(first)} and {last} are all zero")
+
+
+def check_contrastive_config(config: DistillConfig) -> None:
+    """objective=contrastive: weights, temperature, batch and the teacher cache."""
+    _check_loss_weights(
+        "contrastive",
+        {
+            "ce_weight": config.ce_weight,
+            "kd_weight": config.kd_weight,
+            "contrastive_weight": config.contrastive_weight,
+        },
+    )
     if not config.contrastive_temperature > 0:
         raise UserError(
             f"contrastive_temperature must be positive, got {config.contrastive_temperature}"
@@ -283,18 +289,14 @@ def check_mate_config(config: DistillConfig) -> None:
             f"generator_grad_clip must not be negative (0 turns clipping off), got "
             f"{config.generator_grad_clip}"
         )
-    weights = {
-        "mate_ce_weight": config.mate_ce_weight,
-        "mate_kd_weight": config.mate_kd_weight,
-        "mate_adv_weight": config.mate_adv_weight,
-    }
-    negative = [f"{k}={v}" for k, v in weights.items() if not v >= 0]
-    if negative:
-        raise UserError(f"objective=mate: weights must not be negative: {', '.join(negative)}")
-    if not any(weights.values()):
-        raise UserError(
-            "objective=mate: mate_ce_weight, mate_kd_weight and mate_adv_weight are all zero"
-        )
+    _check_loss_weights(
+        "mate",
+        {
+            "mate_ce_weight": config.mate_ce_weight,
+            "mate_kd_weight": config.mate_kd_weight,
+            "mate_adv_weight": config.mate_adv_weight,
+        },
+    )
     if config.teacher_cache:
         raise UserError(
             "objective=mate runs the teachers online: they must score the generator's perturbed "
