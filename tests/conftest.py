@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 import tarfile
 from pathlib import Path
 
@@ -21,6 +23,22 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TINYMINDS_QUIET", "1")
 set_quiet(True)
+
+
+def torchrun_launcher(processes: int = 2) -> list[str]:
+    """The command prefix that starts ``processes`` local processes under torch.distributed.run
+    (gloo on a CPU), on a free port; append ``-m tinyminds ...`` or a script."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+    ]
 
 
 # A few subtask files of each zero-shot task (the first of each archive, by name): enough for the

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torchrun_launcher
 
 from tinyminds.data.prepare import PrepareOptions, prepare
 from tinyminds.errors import UserError
@@ -265,12 +265,6 @@ def test_stale_or_truncated_cache_is_rebuilt(
     assert json.loads((tmp_path / "cache" / "meta.json").read_text())["key"] != meta["key"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_distillation_under_two_gloo_processes_matches_one(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:
@@ -287,14 +281,7 @@ def test_distillation_under_two_gloo_processes_matches_one(
     ]
     runs = {}
     launchers = {
-        "two": [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-        ],
+        "two": torchrun_launcher(),
         "one": [sys.executable],
     }
     for name, launcher in launchers.items():  # two first: the cache is built by both processes

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun_launcher
 
 from tinyminds.training import checkpoint
 from tinyminds.training.metrics import read_metrics
@@ -30,12 +30,6 @@ OVERRIDES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run(launcher: list[str], data: Path, out: Path) -> None:
     command = [
         *launcher,
@@ -55,15 +49,7 @@ def _run(launcher: list[str], data: Path, out: Path) -> None:
 def test_two_gloo_processes_match_one_process(prepared_data: Path, tmp_path: Path) -> None:
     single, double = tmp_path / "one", tmp_path / "two"
     _run([sys.executable], prepared_data, single)
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-    ]
-    _run(torchrun, prepared_data, double)
+    _run(torchrun_launcher(), prepared_data, double)
 
     one, two = read_metrics(single), read_metrics(double)
     assert [r["step"] for r in one] == [r["step"] for r in two]

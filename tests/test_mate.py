@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_process_context
+from conftest import one_process_context, torchrun_launcher
 from transformers import AutoModelForMaskedLM
 
 from tinyminds.data.chunks import load_prepared
@@ -431,21 +429,10 @@ def test_mate_distillation_logs_checkpoints_and_resumes_exactly(
         assert torch.equal(again["side"]["generator"][key], value), key
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _distill_under_torchrun(recipe: str, out: Path, *settings: str) -> None:
     """`tinyminds distill RECIPE` through torch.distributed.run with two gloo processes."""
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
+        *torchrun_launcher(),
         "-m",
         "tinyminds",
         "distill",
