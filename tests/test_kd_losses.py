@@ -20,6 +20,7 @@ from tinyminds.training.objectives.kd_losses import (
     reduce_kl,
     sparse_kl,
 )
+from tinyminds.training.teacher_cache import hybrid_buckets, top_k_buckets
 
 B, L, V = 2, 5, 11
 RTOL = 1e-6
@@ -548,8 +549,7 @@ def test_uniform_tail_equals_dense_kl_when_the_teacher_tail_is_flat():
     teacher = torch.zeros(B, L, V, dtype=torch.float64)
     teacher[..., :k] = torch.tensor([4.0, 3.0, 2.0], dtype=torch.float64)
     teacher_lp = torch.log_softmax(teacher, dim=-1)
-    top_lp, indices = teacher_lp.topk(k, dim=-1)
-    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    indices, top_lp, rest = top_k_buckets(teacher_lp, k)
     dense = dense_kl(teacher_lp, student, 2.0)
     assert_close(chunked_sparse_kl(indices, top_lp, rest, student, 2.0, tail="uniform"), dense)
     bucket = chunked_sparse_kl(indices, top_lp, rest, student, 2.0)
@@ -561,8 +561,7 @@ def test_uniform_tail_gradient_matches_finite_differences_and_refuses_reverse():
         t[:, :2, :7].contiguous() for t in make_logits(19, n=3, scale=1.0)
     )
     teacher_lp = torch.log_softmax(teacher, dim=-1)
-    top_lp, indices = teacher_lp.topk(3, dim=-1)
-    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    indices, top_lp, rest = top_k_buckets(teacher_lp, 3)
     weights = upstream[..., 0].abs()
 
     def objective(s: torch.Tensor) -> torch.Tensor:
@@ -604,8 +603,6 @@ def naive_hybrid_kl(
 
 
 def hybrid_cache(teacher_lp: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, ...]:
-    from tinyminds.training.teacher_cache import hybrid_buckets
-
     return hybrid_buckets(teacher_lp, k, seeds=[seed + b for b in range(teacher_lp.shape[0])])
 
 
@@ -697,8 +694,7 @@ def test_chunked_sparse_kl_gradient_matches_finite_differences():
         t[:, :2, :7].contiguous() for t in make_logits(16, n=3, scale=1.0)
     )
     teacher_lp = torch.log_softmax(teacher, dim=-1)
-    top_lp, indices = teacher_lp.topk(3, dim=-1)
-    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1)
+    indices, top_lp, rest = top_k_buckets(teacher_lp, 3)
     weights = upstream[..., 0].abs()
 
     def objective(s: torch.Tensor) -> torch.Tensor:
@@ -713,8 +709,8 @@ def test_chunked_sparse_kl_low_precision_and_a_float16_cache(dtype: torch.dtype)
     run's dtype; the gradient comes back in the logits' dtype."""
     teacher, student = make_logits(17, n=2)
     teacher_lp = torch.log_softmax(teacher / 2.0, dim=-1)
-    top_lp, indices = teacher_lp.topk(4, dim=-1)
-    rest = torch.logsumexp(teacher_lp.scatter(-1, indices, -math.inf), dim=-1).float()
+    indices, top_lp, rest = top_k_buckets(teacher_lp, 4)
+    rest = rest.float()
     top_lp = top_lp.half().float()
     student_a = student.to(dtype).requires_grad_(True)
     student_b = student.to(dtype).requires_grad_(True)
