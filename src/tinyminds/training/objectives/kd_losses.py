@@ -110,6 +110,11 @@ def _check_tail(tail: str, direction: str) -> None:
         raise ValueError("tail='uniform' is defined for the forward KL only")
 
 
+def _check_chunk_rows(chunk_rows: int) -> None:
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+
+
 def _check_direction(direction: str) -> None:
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
@@ -473,8 +478,7 @@ def chunked_dense_kl(
     """
     _check_temperature(temperature)
     _check_direction(direction)
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _check_chunk_rows(chunk_rows)
     if teacher_log_probs.shape != student_logits.shape:
         raise ValueError(
             f"teacher log-probs {tuple(teacher_log_probs.shape)} and student logits "
@@ -621,8 +625,7 @@ def chunked_sparse_kl(
     """
     _check_temperature(temperature)
     _check_tail(tail, "forward")
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _check_chunk_rows(chunk_rows)
     _check_sparse_shapes(top_indices, top_log_probs, rest_log_prob, student_logits)
     return _ChunkedCachedKL.apply(
         top_indices,
@@ -681,8 +684,7 @@ def chunked_hybrid_kl(
     (stored in the logits' dtype, as in `chunked_sparse_kl`). The teacher inputs get no gradient.
     """
     _check_temperature(temperature)
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _check_chunk_rows(chunk_rows)
     _check_sparse_shapes(ids, log_probs, rest_log_prob, student_logits)
     if not 0 <= n_tail <= ids.shape[-1]:
         raise ValueError(f"n_tail = {n_tail} must lie in [0, k = {ids.shape[-1]}]")
