@@ -56,6 +56,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 from tinyminds.data.chunks import PreparedData
 from tinyminds.data.tokenizer import mlm_tokenizer_hash, tokenizer_hash
+from tinyminds.devices import to_device
 from tinyminds.errors import UserError
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.engine import TrainingDiverged
@@ -87,9 +88,11 @@ def draw_mask(
     """``[B, L]`` bool: each non-pad position is chosen with probability ``fraction``.
 
     Drawn on the CPU (``generator`` or the global CPU generator, which checkpoints save) and moved
-    to ``input_ids``'s device.
+    to ``input_ids``'s device (through pinned memory: `tinyminds.devices.to_device`).
     """
-    chosen = (torch.rand(input_ids.shape, generator=generator) < fraction).to(input_ids.device)
+    chosen = to_device(
+        torch.rand(input_ids.shape, generator=generator) < fraction, input_ids.device
+    )
     return chosen if pad_id is None else chosen & (input_ids != pad_id)
 
 
