@@ -475,7 +475,6 @@ def _run(
 ) -> torch.Tensor:
     """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities, on
     the device (reading it there would wait for the GPU)."""
-
     inputs: dict[str, torch.Tensor | bool] = {
         "input_ids": to_device(batch.input_ids, device),
         "use_cache": False,  # no key/value cache: one pass, no generation
