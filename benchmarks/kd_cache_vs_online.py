@@ -3,8 +3,9 @@
 Prepares babylm-mini (16,000-token BPE), trains two small teachers (a GPT-2 and a Llama) for the
 same number of steps, then distills them into a student with the same seed in each of the ways
 `--ways` names: the teachers run online, the top-k teacher cache with its tail as one bucket or
-spread uniformly, the sampled teacher cache, the hybrid cache (top-k/2 head + k/2 tail draws). Prints the students' validation CE side by side (the issue's criterion: cached within 1% of online), the cache
-build time, its size per million tokens, and student tokens/s.
+spread uniformly, the sampled teacher cache, the hybrid cache (top-k/2 head + k/2 tail draws).
+Prints the students' validation CE side by side (the issue's criterion: cached within 1% of
+online), the cache build time, its size per million tokens, and student tokens/s.
 
 Run:  python benchmarks/kd_cache_vs_online.py [--steps 300] [--model gpt2-tiny] [--k 32]
       [--data PREPARED_DIR] [--ways online,topk,sample,hybrid,hybrid:64,sample:128] [--json PATH]
