@@ -360,8 +360,10 @@ def _model_stage(entry: ModelEntry, settings: Settings) -> Callable[[StageContex
 
 
 def _eval_stage(
-    entry: ModelEntry, tasks: list[str], settings: Settings
+    entry: ModelEntry, tasks: list[str], glue_recipe: dict[str, int], settings: Settings
 ) -> Callable[[StageContext], dict[str, Any]]:
+    """``glue_recipe``: the scale's GLUE overrides, the same dict that keys the stage."""
+
     def run(context: StageContext) -> dict[str, Any]:
         import torch
 
@@ -381,7 +383,7 @@ def _eval_stage(
                 name=entry.stage,
                 max_items=settings.eval_max_items,
                 device=settings.device,
-                **(settings.scale.glue_recipe if "glue" in tasks else {}),
+                **glue_recipe,
             )
         finally:
             torch.set_num_threads(threads)
@@ -439,12 +441,13 @@ def build_stages(settings: Settings) -> list[Stage]:
         tasks = list(settings.eval_tasks)
         if settings.glue and entry.glue:
             tasks.append("glue")
+        glue_recipe = settings.scale.glue_recipe if "glue" in tasks else {}
         spec = {
             "kind": "evaluate",
             "tasks": tasks,
             "data": eval_hash,
             "glue_data": glue_hash if "glue" in tasks else "",
-            "glue_recipe": settings.scale.glue_recipe if "glue" in tasks else {},
+            "glue_recipe": glue_recipe,
             "max_items": settings.eval_max_items,
         }
         stages.append(
@@ -452,7 +455,7 @@ def build_stages(settings: Settings) -> list[Stage]:
                 f"eval-{entry.stage}",
                 (entry.stage,),
                 spec,
-                _eval_stage(entry, tasks, settings),
+                _eval_stage(entry, tasks, glue_recipe, settings),
                 group="evaluation",
             )
         )
