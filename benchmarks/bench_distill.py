@@ -41,9 +41,9 @@ teachers (or the cache lookup), CE + KL, backward, clipping, AdamW, schedule. ti
 times are read back from ``metrics.jsonl``, logged every gcd(W, N) steps (a log waits for the
 GPU; between logs tinyminds queues a step while the GPU computes the one before, as in real runs);
 the Trainer's come from a callback at the end of each step (after a CUDA synchronize on a GPU; the
-Trainer reads its loss back at every step anyway, to filter NaN/inf from its logs). Validation, export and checkpoints are never timed. On a
-GPU the precisions differ by design: each side runs as its users run it (BabyLlama: fp16 AMP;
-tinyminds: bf16).
+Trainer reads its loss back at every step anyway, to filter NaN/inf from its logs). Validation,
+export and checkpoints are never timed. On a GPU the precisions differ by design: each side runs
+as its users run it (BabyLlama: fp16 AMP; tinyminds: bf16).
 
 The benchmark builds the teacher cache of the whole training split (a run computes only the chunks
 it reads; building them all measures the build), so on the CPU the default uses the first 1% of
