@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -308,3 +309,28 @@ def test_distillation_under_two_gloo_processes_matches_one(
             a["kl"], rel=1e-3
         )
     assert len(runs["one"]) == 7  # 6 train records and 1 validation
+
+
+def test_quiet_distill_prints_nothing_on_stderr(
+    teachers: list[str], prepared_data: Path, tmp_path: Path
+) -> None:
+    # Hugging Face's weight-loading progress bars included: -q means a clean CI log.
+    command = [
+        sys.executable,
+        "-m",
+        "tinyminds",
+        "distill",
+        "distill-tiny",
+        f"data={prepared_data}",
+        f"out={tmp_path / 'run'}",
+        f"teachers=[{','.join(teachers)}]",
+        "max_steps=2",
+        "eval_chunks=16",
+        "batch_size=8",
+        "-q",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("TINYMINDS_QUIET",)}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -29,6 +29,7 @@ from tinyminds.data.cleaning import clean_text, source_name
 from tinyminds.data.prepare import PrepareOptions, prepare
 from tinyminds.data.tokenizer import EOS_ID, tokenizer_hash
 from tinyminds.errors import UserError
+from tinyminds.files import LOCK_FILE
 
 VOCAB = 300
 CHUNK = 16
@@ -104,11 +105,12 @@ def stamp(path: Path) -> tuple[int, int]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, tuple[int, int]]]:
-    """Every file under ``folder`` with its content hash and stamp."""
+    """Every file under ``folder`` with its content hash and stamp, but the folder's lock file
+    (prepare writes its holder there while it runs, and empties it when it stops)."""
     return {
         str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), stamp(p))
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_FILE
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -190,7 +191,8 @@ def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyP
         return {"glue": {"tasks": tasks, "macro": macro, "overrides": {"epochs": 3}}}
 
     monkeypatch.setattr(report, "_results", fake_results)
-    lines = report.table_4(None)  # type: ignore[arg-type]
+    one_seed = SimpleNamespace(seeds=())  # the run's settings: only their seeds are read
+    lines = report.table_4(None, one_seed)  # type: ignore[arg-type]
     assert lines is not None
     rows = table("## t\n" + "\n".join(lines), "t")
     by_task = {row["GLUE task"]: row for row in rows}
@@ -207,7 +209,7 @@ def test_table_4_puts_measured_glue_beside_the_paper(monkeypatch: pytest.MonkeyP
         "- DistilledGPT-44M: the paper's recipe with epochs 3; not scored: boolq: no training file."
     )
     monkeypatch.setattr(report, "_results", lambda graph, stage: None)
-    assert report.table_4(None) is None  # type: ignore[arg-type]
+    assert report.table_4(None, one_seed) is None  # type: ignore[arg-type]
 
 
 def test_small_scales_fine_tune_glue_briefly_and_key_it(tmp_path: Path) -> None:
@@ -227,3 +229,38 @@ def test_small_scales_fine_tune_glue_briefly_and_key_it(tmp_path: Path) -> None:
     assert (
         tiny["eval-gpt2-44m"]["glue_recipe"] == {} and "glue" not in tiny["eval-gpt2-44m"]["tasks"]
     )
+
+
+def test_the_mini_scale_resolves_and_validates_every_model_ten_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shakespeare_corpus: Path
+) -> None:
+    from tinyminds.reproduce import make_settings
+    from tinyminds.reproduce.stages import members, resolved_config
+
+    # The dry run resolves every recipe of the grid, for both seeds, without training anything.
+    out = tmp_path / "run"
+    args = ["--scale", "mini", "--corpus", str(shakespeare_corpus), "--out", str(out)]
+    code, stdout, err = run(capsys, *args, "--skip-evaluation", "--seeds", "42,7", "--dry-run")
+    assert code == 0, err
+    for entry in GRID:
+        assert re.search(rf"^  {entry.stage} +[0-9a-f]{{12}}  to run", stdout, re.MULTILINE)
+        if entry.role != "floor":
+            assert re.search(rf"^  {entry.stage}-seed7 +[0-9a-f]{{12}}", stdout, re.MULTILINE)
+    assert not (out / "stages").exists()
+
+    settings = make_settings("mini", out, shakespeare_corpus, None, [], seeds=[42, 7])
+    budgets = {}
+    for member in members(settings):
+        config = resolved_config(member, settings, [])
+        assert config.seed == member.seed
+        if member.entry.kind == "init":
+            continue
+        budgets[member.entry.stage] = config.max_steps
+        # Learning curves: at least ten validation points per model.
+        assert config.eval_every and config.max_steps // config.eval_every >= 10, member.stage
+    chain = ("gpt2-44m", "llama-60m", "distilledgpt-44m")
+    assert {budgets[name] for name in chain} == {900}
+    assert {budgets[e.stage] for e in GRID if e.stage in budgets and e.stage not in chain} <= {
+        600,
+        300,
+    }

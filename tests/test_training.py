@@ -38,9 +38,11 @@ SETTINGS = {
     "warmup_steps": 10,
     "eval_chunks": 128,
     "checkpoint_every": 10,
+    "eval_every": 15,
     "log_every": 1,
     "seed": 3,
 }
+STEPS_PER_EPOCH = 48
 
 
 def make_config(data: Path, out: Path, **changes: object) -> TrainConfig:
@@ -53,6 +55,15 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 def val_ces(run_dir: Path) -> list[float]:
     return [r["ce"] for r in read_metrics(run_dir) if r["kind"] == "val"]
+
+
+def epoch_end_ces(run_dir: Path) -> list[float]:
+    """The validations at each epoch's end (the others come from ``eval_every``)."""
+    return [
+        r["ce"]
+        for r in read_metrics(run_dir)
+        if r["kind"] == "val" and r["step"] % STEPS_PER_EPOCH == 0
+    ]
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -85,8 +96,27 @@ def reference_run(prepared_data: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+def test_validation_every_n_steps_gives_the_learning_curve(
+    reference_run: Path, prepared_data: Path
+) -> None:
+    val = [r for r in read_metrics(reference_run) if r["kind"] == "val"]
+    # Every 15 steps, plus each epoch's end (48, 96), each once: 8 points for 96 steps.
+    assert [r["step"] for r in val] == [15, 30, 45, 48, 60, 75, 90, 96]
+    manifest = json.loads((prepared_data / "manifest.json").read_text())["splits"]["train"]
+    for record in val:
+        tokens = record["step"] * SETTINGS["batch_size"] * 128
+        assert record["tokens"] == tokens
+        assert record["words"] == round(tokens * manifest["words"] / manifest["tokens"])
+        assert record["epoch"] == round(record["step"] / STEPS_PER_EPOCH, 4)
+    ces = [r["ce"] for r in val]
+    assert ces[-1] < ces[0]  # the curve goes down
+    # The summary's validation history (and the best epoch) are the epoch ends only.
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert [r["step"] for r in summary["validation"]] == [48, 96]
+
+
 def test_validation_ce_falls_and_model_exports(reference_run: Path, prepared_data: Path) -> None:
-    ces = val_ces(reference_run)
+    ces = epoch_end_ces(reference_run)
     vocab = load_prepared(prepared_data).vocab_size
     assert len(ces) == 2
     assert ces[1] < ces[0] < math.log(vocab), ces
@@ -226,7 +256,9 @@ def test_full_disk_keeps_previous_checkpoint(
 
     monkeypatch.setattr(checkpoint.torch, "save", failing_save)
     out = tmp_path / "run"
-    with pytest.raises(UserError, match=r"No space left on device.*step-00000010 is kept"):
+    with pytest.raises(
+        UserError, match=r"is full: .* MB free, about .* MB needed; .*step-00000010 is kept"
+    ):
         train(make_config(prepared_data, out, max_steps=30))
     folders = checkpoint.checkpoint_folders(out / "checkpoints")
     assert [f.name for f in folders] == ["step-00000010"]

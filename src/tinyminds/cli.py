@@ -68,7 +68,7 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _recipes(args: argparse.Namespace) -> None:
-    from tinyminds.config import field_docs
+    from tinyminds.config import declared_ranges, field_docs
     from tinyminds.models.zoo import MODEL_ZOO, count_parameters
     from tinyminds.recipes import list_recipes, load_distill_config, load_train_config
     from tinyminds.training.config import DistillConfig, TrainConfig
@@ -83,9 +83,11 @@ def _recipes(args: argparse.Namespace) -> None:
         load, cls = loaders[kinds[0]]
         config = load(args.show)
         docs = field_docs(cls)
+        ranges = declared_ranges(cls)
         print(f"{args.show} ({kinds[0]} recipe)")
         for f in fields(cls):
-            print(f"  {f.name:16} {getattr(config, f.name)!s:24} {docs.get(f.name, '')}")
+            allowed = f" [valid: {ranges[f.name][0]}]" if f.name in ranges else ""
+            print(f"  {f.name:16} {getattr(config, f.name)!s:24} {docs.get(f.name, '')}{allowed}")
         return
     print(f"{'recipe':16} {'kind':7} {'model':12} {'parameters':>13}  description")
     for recipe in recipes:
@@ -170,6 +172,11 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"chart:  {files.png_path}")
 
 
+def _seed_list(text: str) -> list[int]:
+    """``"42,7"`` -> ``[42, 7]`` (argparse turns the ValueError into a one-line usage error)."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def _reproduce(args: argparse.Namespace) -> None:
     from tinyminds.demo import find_eval_data
     from tinyminds.reproduce import make_settings, print_summary, reproduce
@@ -192,6 +199,7 @@ def _reproduce(args: argparse.Namespace) -> None:
         glue=args.glue,
         device=args.device,
         overrides=args.set,
+        seeds=args.seeds,
     )
     only = [name for item in args.only or [] for name in item.split(",") if name]
     command = "tinyminds " + shlex.join(args.argv)
@@ -438,9 +446,10 @@ def _parser() -> argparse.ArgumentParser:
         "--scale",
         choices=["tiny", "mini", "paper"],
         default="tiny",
-        help="tiny: scaled-down models, 60 steps each, on the embedded corpus (minutes on a "
-        "CPU); mini: the same models, 300 steps each, on a babylm-mini-sized corpus (about 1.5 h "
-        "on 2 CPU cores); paper: the paper's recipes, whole epochs (a GPU). Default tiny",
+        help="tiny: scaled-down models, 150 steps each, on the embedded corpus (minutes on a "
+        "CPU); mini: 4-6 layer, 256-wide models, 600-900 steps each (the mini recipes), on a "
+        "babylm-mini-sized corpus (the DistilledGPT-44M chain in about an hour on 2 CPU cores); "
+        "paper: the paper's recipes, whole epochs (a GPU). Default tiny",
     )
     sub.add_argument(
         "--corpus",
@@ -479,8 +488,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         metavar="N",
-        help="at most N optimizer steps per training stage (0: whole epochs; default: 60 "
-        "for tiny, 300 for mini, whole epochs for paper); a bounded run for timings or a smoke "
+        help="at most N optimizer steps per training stage (0: whole epochs; default: 150 "
+        "for tiny, the mini recipes' own budgets, whole epochs for paper); a bounded run for timings or a smoke "
         "test",
     )
     sub.add_argument(
@@ -495,6 +504,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODEL.key=value",
         help="override a field of one model's recipe (repeatable), e.g. "
         "distilledgpt-44m.alpha=0.3: that model and what depends on it rerun",
+    )
+    sub.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="train every model once per seed (default: once, with the recipes' seed); the first "
+        "seed's stages keep the model's name, the others' end in -seedN (e.g. --seeds 42,7 "
+        "--only 'eval-distilledgpt-44m*' runs the DistilledGPT-44M chain twice)",
     )
     sub.add_argument(
         "--glue",

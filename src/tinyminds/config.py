@@ -11,10 +11,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import functools
 import inspect
 import textwrap
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +25,84 @@ import yaml
 from tinyminds.errors import UserError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field, declared in its type:
+    ``batch_size: Annotated[int, Range(1)] = 32``. Checked when a config is built (`check_ranges`),
+    before anything is written; a value outside is one line naming the key and this range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """True: ``low`` itself is not allowed (``> low``)."""
+    high_open: bool = False
+    """True: ``high`` itself is not allowed (``< high``)."""
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and value != value:  # NaN is in no range
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high)
+        )
+
+    def __str__(self) -> str:
+        def show(bound: float | None) -> str:
+            assert bound is not None
+            return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {show(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {show(self.high)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{show(self.low)}, {show(self.high)}{right}"
+
+
+@functools.cache
+def declared_ranges(cls: type) -> dict[str, tuple[Range, bool]]:
+    """Field -> (its declared `Range`, whether the field is a list of such numbers)."""
+    found = {}
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        is_list = typing.get_origin(hint) is list
+        if is_list:
+            (hint,) = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Annotated:
+            declared = [m for m in hint.__metadata__ if isinstance(m, Range)]
+            if declared:
+                found[name] = (declared[0], is_list)
+    return found
+
+
+def numeric_fields(cls: type) -> list[str]:
+    """The int and float fields of dataclass ``cls`` (lists of them included)."""
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if typing.get_origin(hint) is list:
+            (hint,) = typing.get_args(hint)
+        options = (
+            typing.get_args(hint)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType)
+            else (hint,)
+        )
+        if any(option in (int, float) for option in options):
+            names.append(name)
+    return names
+
+
+def check_ranges(config: Any) -> None:
+    """Refuse a field of dataclass ``config`` whose value lies outside its declared `Range`."""
+    for name, (allowed, is_list) in declared_ranges(type(config)).items():
+        value = getattr(config, name)
+        for item in value if is_list else [value]:
+            if item is not None and not allowed.contains(item):
+                kind = "an integer" if isinstance(item, int) else "a number"
+                raise UserError(f"key '{name}' is {item!r}; allowed: {kind} {allowed}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -128,7 +208,10 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     ]
     if missing:
         raise UserError(f"{source}: missing required key(s): {', '.join(missing)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError as error:  # a value outside its declared range (`check_ranges`)
+        raise UserError(f"{source}: {error}") from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

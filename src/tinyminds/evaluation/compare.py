@@ -84,6 +84,8 @@ class PairedTests:
     """Subtasks scored for both models."""
     nonzero: int
     """Subtasks whose two scores differ: the n the signed-rank test uses after dropping zeros."""
+    a_higher: int
+    """Subtasks where ``a`` scored higher than ``b`` (``nonzero - a_higher``: lower)."""
     mean_difference: float | None
     """Mean of (a - b) over the paired subtasks, in the scores' unit."""
     wilcoxon_statistic: float | None
@@ -248,6 +250,7 @@ def paired_tests(
     return PairedTests(
         n=len(names),
         nonzero=nonzero,
+        a_higher=sum(u > v for u, v in zip(x, y, strict=True)),
         mean_difference=sum(u - v for u, v in zip(x, y, strict=True)) / len(names)
         if names
         else None,

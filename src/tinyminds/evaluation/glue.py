@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from tinyminds.config import Range, check_ranges
 from tinyminds.console import info, progress
 from tinyminds.errors import UserError
 from tinyminds.evaluation.glue_tasks import (
@@ -57,30 +58,33 @@ class GlueRecipe:
     """The fine-tuning recipe of SPEC §4; `tinyminds evaluate` overrides only epochs, batch size and
     the number of training examples (recorded in the results as ``overrides``)."""
 
-    lora_r: int = 8
+    lora_r: Annotated[int, Range(1)] = 8
     """Rank of the LoRA update matrices."""
-    lora_alpha: int = 16
+    lora_alpha: Annotated[int, Range(1)] = 16
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    lora_dropout: float = 0.1
+    lora_dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.1
     """Dropout on the LoRA branch's input."""
-    lr: float = 3e-4
+    lr: Annotated[float, Range(0, low_open=True)] = 3e-4
     """Peak learning rate of AdamW."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Range(0)] = 0.0
     """AdamW weight decay (the Trainer default the BabyLM scripts used)."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Annotated[float, Range(0)] = 1.0
     """Gradient clipping norm (the Trainer default)."""
-    batch_size: int = 64
+    batch_size: Annotated[int, Range(1)] = 64
     """Training examples per optimizer step (and examples per evaluation batch)."""
-    epochs: int = 32
+    epochs: Annotated[int, Range(1)] = 32
     """Passes over the training file; the epoch with the lowest valid loss is kept."""
-    warmup_ratio: float = 0.06
+    warmup_ratio: Annotated[float, Range(0, 1)] = 0.06
     """Share of all steps spent warming the learning rate up linearly from 0; then linear decay."""
-    seed: int = 42
+    seed: Annotated[int, Range(0)] = 42
     """Seeds the head's and the adapters' initialisation, the shuffling and dropout."""
-    max_length: int = 128
+    max_length: Annotated[int, Range(2)] = 128
     """Tokens per input (a pair is truncated longest-first), capped at the model's positions."""
-    max_train_examples: int | None = None
+    max_train_examples: Annotated[int, Range(1)] | None = None
     """Train on a random sample (seeded) of this many examples of each training file; None: all."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 SELECTION = (

@@ -13,13 +13,13 @@ too): an error or an interruption in a later task keeps the earlier tasks' resul
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinyminds.evaluation.glue_tasks import GLUE_TASKS
 from tinyminds.evaluation.tasks import TASKS
+from tinyminds.files import write_text_atomic
 
 
 @dataclass
@@ -119,16 +119,6 @@ def subtask_result(
     return SubtaskResult(name, len(good), sum(correct), sum(ties), file, sha256)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class ResultsWriter:
     """Keeps ``NAME.json`` and ``NAME.pairs.jsonl`` (and ``NAME.glue.jsonl`` with GLUE) in
     ``out_dir`` up to date, task by task."""
@@ -150,15 +140,15 @@ class ResultsWriter:
         pairs = "".join(
             json.dumps(record) + "\n" for task in self.tasks.values() for record in task.pairs
         )
-        _write_atomic(self.pairs_path, pairs)
-        _write_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+        write_text_atomic(self.pairs_path, pairs)
+        write_text_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
 
     def add_glue(self, section: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
         """Record the GLUE section so far and every prediction; rewrite the JSON and predictions."""
         self.glue = {**section, "predictions_file": self.predictions_path.name}
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.predictions_path, "".join(json.dumps(p) + "\n" for p in predictions))
-        _write_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+        write_text_atomic(self.predictions_path, "".join(json.dumps(p) + "\n" for p in predictions))
+        write_text_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
 
     def summary(self) -> dict[str, Any]:
         """The JSON document: the header, every finished task, totals, and what is still missing."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def make_settings(
     glue: bool = False,
     device: str = "auto",
     overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> Settings:
     """Check the inputs (a missing corpus is refused here, naming it) and resolve the scale's
     defaults. Without ``corpus`` (tiny scale), `reproduce` writes the embedded corpus to
@@ -63,6 +65,8 @@ def make_settings(
         raise UserError(f"--max-steps must be 0 (whole epochs) or more, got {max_steps}")
     if glue and eval_folder is not None and not (eval_folder / "glue_filtered").is_dir():
         raise UserError(f"--glue: {eval_folder} has no glue_filtered/ folder")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+        raise UserError(f"--seeds: expected distinct seeds of 0 or more, got {seeds}")
     by_stage: dict[str, list[str]] = {}
     for item in overrides or []:
         stage, dot, setting = item.partition(".")
@@ -83,6 +87,7 @@ def make_settings(
         glue=glue,
         device=device,
         eval_threads=1 if scale == "tiny" else 0,
+        seeds=tuple(seeds or ()),
     )
 
 
@@ -102,7 +107,9 @@ def reproduce(
     ``dry_run``: list them). A second run into the same ``out`` at the same time is refused.
     """
     started = time.perf_counter()
-    with run_lock(out):
+    # A dry run only reads (the embedded corpus, if missing, is written atomically): it does not
+    # wait for, or block, a run in progress.
+    with nullcontext() if dry_run else run_lock(out):
         if settings.corpus is None:
             from tinyminds.data.demo_corpus import write_demo_corpus
 
@@ -159,7 +166,7 @@ def _prune(graph: Graph, *, dry_run: bool) -> None:
 
 def print_summary(result: Reproduction) -> None:
     """The models' table, what did not run and where the report is (stdout)."""
-    from tinyminds.reproduce.stages import GRID
+    from tinyminds.reproduce.stages import members
 
     graph, summary = result.graph, result.summary
     assert summary is not None
@@ -169,18 +176,16 @@ def print_summary(result: Reproduction) -> None:
         f"{len(summary.failed)} failed ({result.seconds:.0f} s)"
     )
     print(f"{'model':28} {'recipe':17} {'parameters':>11} {'val CE':>7} {'tokens/s':>9}")
-    for entry in GRID:
-        document = graph.record(entry.stage)
+    for member in members(result.settings):
+        document = graph.record(member.stage)
         if document is None:
             continue
         record = document["record"]
-        speed = (
-            f"{record['tokens_per_second']:,.0f}"
-            if entry.stage in summary.ran and record["tokens_per_second"]
-            else "reused"
-        )
+        speed = "reused" if member.stage not in summary.ran else "–"
+        if member.stage in summary.ran and record["tokens_per_second"]:
+            speed = f"{record['tokens_per_second']:,.0f}"
         print(
-            f"{entry.stage:28} {record['recipe']:17} {record['parameters']:>11,} "
+            f"{member.stage:28} {record['recipe']:17} {record['parameters']:>11,} "
             f"{record['best_val_ce']:>7.3f} {speed:>9}"
         )
     for name, why in summary.skipped.items():

@@ -25,10 +25,8 @@ Nothing here knows about models: the paper's grid is `tinyminds.reproduce.stages
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import resource
 import sys
 import time
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyminds.errors import UserError
+from tinyminds.files import folder_lock, write_json_atomic
 
 DONE_FILE = "stage.json"
 
@@ -83,15 +82,6 @@ class RunSummary:
 def _hash(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _is_key(text: str) -> bool:
@@ -315,7 +305,7 @@ class Graph:
                 )
                 blocked[name] = "failed"
                 continue
-            _write_json_atomic(
+            write_json_atomic(
                 folder / DONE_FILE,
                 {
                     "name": name,
@@ -335,26 +325,7 @@ class Graph:
 
 @contextmanager
 def run_lock(root: Path) -> Iterator[None]:
-    """Hold ``root/.lock`` for the duration; a second holder is refused with a one-line error."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / ".lock"
-    with path.open("a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(
-                f"{root} is in use by another tinyminds reproduce ({holder}); wait for it to "
-                "finish, or choose another run folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    """Hold ``root/.lock`` for the duration; a second holder is refused with a one-line error
+    naming it (`tinyminds.files.folder_lock`)."""
+    with folder_lock(root, "tinyminds reproduce"):
+        yield

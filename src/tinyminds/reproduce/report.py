@@ -22,10 +22,11 @@ from tinyminds.models.zoo import count_parameters, get_spec
 from tinyminds.reproduce.graph import Graph, RunSummary
 from tinyminds.reproduce.stages import (
     COMPARED,
-    GRID,
     GRID_BY_STAGE,
+    Member,
     ModelEntry,
     Settings,
+    members,
     model_dir,
 )
 from tinyminds.training.metrics import read_metrics
@@ -105,9 +106,20 @@ def _published_glue(entry: ModelEntry) -> dict[str, float]:
     return found[0].glue if found else {}
 
 
-def measured_scores(graph: Graph, entry: ModelEntry) -> dict[str, float]:
-    """Task -> measured score in percent (tasks not evaluated are absent)."""
-    results = _results(graph, entry.stage)
+def shown(graph: Graph, settings: Settings, *, trained_only: bool = False) -> list[Member]:
+    """The members a table lists: those whose model stage has run and, unless ``trained_only``,
+    every model of the first seed too (a row of dashes where it has not run)."""
+    return [
+        m
+        for m in members(settings)
+        if graph.record(m.stage) is not None or not (m.suffix or trained_only)
+    ]
+
+
+def measured_scores(graph: Graph, stage: str) -> dict[str, float]:
+    """Task -> measured score in percent of model stage ``stage`` (tasks not evaluated are
+    absent)."""
+    results = _results(graph, stage)
     if results is None:
         return {}
     return {task: 100 * value["accuracy"] for task, value in results["tasks"].items()}
@@ -143,23 +155,22 @@ def table_1(graph: Graph, settings: Settings, vocab_size: int) -> list[str]:
         ],
         text_columns=5,
     )
-    for entry in GRID:
-        config = _config(graph, entry.stage)
+    for member in shown(graph, settings):
+        entry = member.entry
+        config = _config(graph, member.stage)
         recipe = entry.recipes[settings.scale.name]
         if not config:
-            lines.append(
-                _row([entry.paper_name, entry.role, recipe, _teachers(entry), *["–"] * 11])
-            )
+            lines.append(_row([member.label, entry.role, recipe, _teachers(entry), *["–"] * 11]))
             continue
         spec = get_spec(config["model"])
-        record = _model_record(graph, entry.stage)
+        record = _model_record(graph, member.stage)
         extra = 0 if spec.is_causal_lm else 1  # the generator's [MASK]
         parameters = record["parameters"] if record else count_parameters(spec, vocab_size + extra)
         steps = f"{record['steps']:,}" if record else "–"
         lines.append(
             _row(
                 [
-                    entry.paper_name,
+                    member.label,
                     entry.role,
                     recipe if recipe == spec.name else f"{recipe} ({spec.name})",
                     _teachers(entry),
@@ -169,10 +180,10 @@ def table_1(graph: Graph, settings: Settings, vocab_size: int) -> list[str]:
                     spec.heads,
                     spec.intermediate,
                     f"{parameters:,}",
-                    f"{config['lr']:g}",
-                    f"{config['batch_size']} x {config['grad_accum']}",
-                    config["epochs"],
-                    config["warmup_steps"],
+                    f"{config['lr']:g}" if "lr" in config else "–",
+                    f"{config['batch_size']} x {config['grad_accum']}" if "lr" in config else "–",
+                    config.get("epochs", "–"),
+                    config.get("warmup_steps", "–"),
                     steps,
                 ]
             )
@@ -187,38 +198,41 @@ def _teachers(entry: ModelEntry) -> str:
     return ", ".join(names) or "–"
 
 
-def score_table(graph: Graph, table: int) -> list[str]:
+def score_table(graph: Graph, settings: Settings, table: int) -> list[str]:
     """Table 2 (students) or 3 (teachers and baselines): measured beside published, in %."""
     cells = ["model"]
     for _, label in ZERO_SHOT:
         cells += [label, f"{label} (paper)"]
     lines = _header(cells)
-    for entry in GRID:
+    for member in shown(graph, settings, trained_only=True):
+        entry = member.entry
         if entry.table != table:
             continue
-        measured = measured_scores(graph, entry)
+        measured = measured_scores(graph, member.stage)
         published = _published(entry)
-        row = [entry.paper_name]
+        row = [member.label]
         for task, _ in ZERO_SHOT:
             row += [_pct(measured.get(task)), _pct(published.get(task))]
         lines.append(_row(row))
     return lines
 
 
-def table_4(graph: Graph) -> list[str] | None:
+def table_4(graph: Graph, settings: Settings) -> list[str] | None:
     """GLUE of the Table 4 models where it was run; None where it was not."""
-    entries = [entry for entry in GRID if entry.glue]
-    glue = {e.stage: (_results(graph, e.stage) or {}).get("glue") for e in entries}
+    chosen = [member for member in members(settings) if member.entry.glue]
+    glue = {m.stage: (_results(graph, m.stage) or {}).get("glue") for m in chosen}
+    chosen = [member for member in chosen if not member.suffix or glue[member.stage]]
     if not any(glue.values()):
         return None
     cells = ["GLUE task"]
-    for entry in entries:
-        cells += [entry.paper_name, f"{entry.paper_name} (paper)", f"{entry.paper_name} majority"]
+    for member in chosen:
+        cells += [member.label, f"{member.label} (paper)", f"{member.label} majority"]
     lines = _header(cells)
     for task in GLUE_ORDER:
         row = [task]
-        for entry in entries:
-            section = glue[entry.stage] or {}
+        for member in chosen:
+            entry = member.entry
+            section = glue[member.stage] or {}
             measured = section.get("tasks", {}).get(task, {})
             score = measured.get("score")
             baseline = measured.get("baseline")
@@ -229,8 +243,9 @@ def table_4(graph: Graph) -> list[str] | None:
             ]
         lines.append(_row(row))
     row = ["macro (9 tasks, no CoLA)"]
-    for entry in entries:
-        macro = (glue[entry.stage] or {}).get("macro", {})
+    for member in chosen:
+        entry = member.entry
+        macro = (glue[member.stage] or {}).get("macro", {})
         score, baseline = macro.get("score"), macro.get("baseline")
         row += [
             _pct(None if score is None else 100 * score),
@@ -239,8 +254,8 @@ def table_4(graph: Graph) -> list[str] | None:
         ]
     lines.append(_row(row))
     notes = []
-    for entry in entries:
-        section = glue[entry.stage]
+    for member in chosen:
+        section = glue[member.stage]
         if not section:
             continue
         changed = ", ".join(f"{k} {v}" for k, v in section.get("overrides", {}).items())
@@ -250,7 +265,7 @@ def table_4(graph: Graph) -> list[str] | None:
             if "missing" in e
         )
         notes.append(
-            f"- {entry.paper_name}: "
+            f"- {member.label}: "
             + (f"the paper's recipe with {changed}" if changed else "the paper's recipe")
             + (f"; not scored: {missing}" if missing else "")
             + "."
@@ -259,34 +274,41 @@ def table_4(graph: Graph) -> list[str] | None:
 
 
 def wilcoxon_section(graph: Graph) -> list[str]:
-    record = graph.record("compare") if "compare" in graph.stages else None
+    """The paper's tests (DistilledGPT-44M against BabyLlama-58M), one table per seed."""
     names = " and ".join(GRID_BY_STAGE[s].paper_name for s in COMPARED)
-    if record is None:
+    compared = [name for name in graph.order if name.split("-seed")[0] == "compare"]
+    done = [name for name in compared if graph.record(name) is not None]
+    if not done:
         return [f"Not run: the tests need the evaluations of {names}."]
-    document = json.loads((graph.folder("compare") / "comparison.json").read_text(encoding="utf-8"))
     lines = [
         f"Paired over subtasks, {names} (scipy; two-sided signed-rank test with zero differences "
         "dropped, and the rank-sum test the paper also reports). Mean difference in points, "
         f"{GRID_BY_STAGE[COMPARED[0]].paper_name} minus {GRID_BY_STAGE[COMPARED[1]].paper_name}.",
-        "",
-        *_header(["task", "n", "n≠0", "mean diff", "signed-rank W", "p", "rank-sum z", "p"]),
     ]
-    for c in document["comparisons"]:
-        labels = dict(ZERO_SHOT)
-        lines.append(
-            _row(
-                [
-                    labels.get(c["task"], c["task"]),
-                    c["n"],
-                    c["nonzero"],
-                    "–" if c["mean_difference"] is None else f"{c['mean_difference']:+.2f}",
-                    _num(c["wilcoxon_statistic"]),
-                    _num(c["wilcoxon_p"]),
-                    _num(c["ranksum_statistic"]),
-                    _num(c["ranksum_p"]),
-                ]
+    for name in done:
+        document = json.loads((graph.folder(name) / "comparison.json").read_text(encoding="utf-8"))
+        seed = name.partition("-seed")[2]
+        lines += ["", f"Seed {seed}:"] if seed else []
+        lines += [
+            "",
+            *_header(["task", "n", "n≠0", "mean diff", "signed-rank W", "p", "rank-sum z", "p"]),
+        ]
+        for c in document["comparisons"]:
+            labels = dict(ZERO_SHOT)
+            lines.append(
+                _row(
+                    [
+                        labels.get(c["task"], c["task"]),
+                        c["n"],
+                        c["nonzero"],
+                        "–" if c["mean_difference"] is None else f"{c['mean_difference']:+.2f}",
+                        _num(c["wilcoxon_statistic"]),
+                        _num(c["wilcoxon_p"]),
+                        _num(c["ranksum_statistic"]),
+                        _num(c["ranksum_p"]),
+                    ]
+                )
             )
-        )
     return lines
 
 
@@ -300,6 +322,136 @@ def _rss(document: dict[str, Any]) -> str:
     if peak is None:
         return "–"
     return f"{peak}" if document.get("peak_rss_scope") == "stage" else f"{peak}*"
+
+
+def _paired_blimp(graph: Graph, a: str, b: str) -> Any:
+    """`paired_tests` of model stages ``a`` and ``b`` over their BLiMP filtered paradigms, or None
+    where either was not scored on BLiMP."""
+    from tinyminds.evaluation.compare import load_results, paired_tests
+
+    scored = []
+    for stage in (a, b):
+        if _results(graph, stage) is None:
+            return None
+        results = load_results(graph.folder(f"eval-{stage}") / f"{stage}.json")
+        if "blimp" not in results.tasks:
+            return None
+        scored.append(results.tasks["blimp"].subtasks)
+    return paired_tests(scored[0], scored[1])
+
+
+def _test_cells(tests: Any) -> list[str]:
+    """n, better / worse / equal subtasks, mean difference, Wilcoxon W and p of `paired_tests`."""
+    worse = tests.nonzero - tests.a_higher
+    return [
+        str(tests.n),
+        f"{tests.a_higher} / {worse} / {tests.n - tests.nonzero}",
+        "–" if tests.mean_difference is None else f"{tests.mean_difference:+.2f}",
+        _num(tests.wilcoxon_statistic),
+        _num(tests.wilcoxon_p),
+    ]
+
+
+def quality_section(graph: Graph, settings: Settings) -> list[str]:
+    """Did the models learn, and did distillation pay? Dev CE of every model (the untrained model
+    as the floor), each student against its teachers on dev CE and on BLiMP filtered, and every
+    trained model against the floor on BLiMP filtered (paired Wilcoxon over paradigms)."""
+    prepared = _model_record(graph, "prepare")
+    words_per_token = prepared["words"] / max(prepared["tokens"], 1) if prepared else 0.0
+    everyone = [m for m in shown(graph, settings) if m.entry.causal_lm]
+    floor = next((m for m in everyone if m.entry.kind == "init"), None)
+    floor_ce = (_model_record(graph, floor.stage) or {}).get("best_val_ce") if floor else None
+    lines = [
+        "Validation cross-entropy on the same fixed dev chunks for every model (nats per token, "
+        "the exported model's: the best epoch's). "
+        + (settings.scale.selection or "")
+        + " BLiMP, the supplement and EWoK are test sets: nothing was chosen on them.",
+        "",
+        *_header(["model", "role", "steps", "words seen (M)", "dev CE", "below the floor"], 2),
+    ]
+    ce: dict[str, float] = {}
+    for member in everyone:
+        record = _model_record(graph, member.stage)
+        if record is None:
+            continue
+        ce[member.stage] = record["best_val_ce"]
+        words = record["steps"] * record["tokens_per_step"] * words_per_token / 1e6
+        below = "–" if floor_ce is None or member is floor else f"{floor_ce - ce[member.stage]:.3f}"
+        lines.append(
+            _row(
+                [
+                    member.label,
+                    member.entry.role,
+                    f"{record['steps']:,}",
+                    f"{words:.2f}",
+                    f"{ce[member.stage]:.4f}",
+                    below,
+                ]
+            )
+        )
+    students = [m for m in everyone if m.entry.role == "student" and m.stage in ce]
+    if students:
+        lines += [
+            "",
+            "Each student against its teachers on dev CE (the paper's claim: lower than both):",
+            "",
+            *_header(["student", "dev CE", "teachers' dev CE", "vs best teacher", "below both"]),
+        ]
+        for member in students:
+            teachers = [member.of(t) for t in member.entry.teachers]
+            known = [ce[t] for t in teachers if t in ce]
+            if len(known) < len(teachers):
+                continue
+            gap = ce[member.stage] - min(known)
+            lines.append(
+                _row(
+                    [
+                        member.label,
+                        f"{ce[member.stage]:.4f}",
+                        ", ".join(f"{value:.4f}" for value in known),
+                        f"{gap:+.4f}",
+                        "yes" if gap < 0 else "no",
+                    ]
+                )
+            )
+    if floor is not None and _results(graph, floor.stage) is not None:
+        rows = []
+        for member in everyone:
+            if member is floor:
+                continue
+            tests = _paired_blimp(graph, member.stage, floor.stage)
+            if tests is None:
+                continue
+            score = measured_scores(graph, member.stage)["blimp"]
+            rows.append(_row([member.label, f"{score:.1f}", *_test_cells(tests)]))
+        if rows:
+            floor_score = measured_scores(graph, floor.stage).get("blimp")
+            lines += [
+                "",
+                f"BLiMP filtered against the untrained model ({_pct(floor_score)}%), paired over "
+                "paradigms: better / worse / equal paradigms, the mean difference in points and "
+                "the two-sided Wilcoxon signed-rank test (zero differences dropped).",
+                "",
+                *_header(["model", "BLiMP", "n", "better / worse / equal", "mean diff", "W", "p"]),
+                *rows,
+            ]
+    rows = []
+    for member in students:
+        for teacher in member.entry.teachers:
+            tests = _paired_blimp(graph, member.stage, member.of(teacher))
+            if tests is not None:
+                name = GRID_BY_STAGE[teacher].paper_name
+                rows.append(_row([member.label, name, *_test_cells(tests)]))
+    if rows:
+        lines += [
+            "",
+            "Each student against each of its teachers on BLiMP filtered (student minus teacher; "
+            "a p-value above 0.05 means the data cannot tell the two apart):",
+            "",
+            *_header(["student", "teacher", "n", "better / worse / equal", "mean diff", "W", "p"]),
+            *rows,
+        ]
+    return lines
 
 
 def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
@@ -338,9 +490,9 @@ def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
     return lines
 
 
-def projection(graph: Graph) -> tuple[list[str], float] | None:
-    """Projected training time of every finished model on the full BabyLM 10M corpus for its
-    recipe's epochs, from the measured tokens/s; None without measurements."""
+def projection(graph: Graph, settings: Settings) -> tuple[list[str], float] | None:
+    """Projected training time of every finished model (first seed) on the full BabyLM 10M corpus
+    for its recipe's epochs, from the measured tokens/s; None without measurements."""
     prepared = _model_record(graph, "prepare")
     if prepared is None:
         return None
@@ -355,16 +507,16 @@ def projection(graph: Graph) -> tuple[list[str], float] | None:
         *_header(["model", "tokens/s", "epochs", "projected hours"]),
     ]
     total = 0.0
-    for entry in GRID:
-        record = _model_record(graph, entry.stage)
-        if not record or not record.get("tokens_per_second"):
+    for member in members(settings):
+        record = _model_record(graph, member.stage)
+        if member.suffix or not record or not record.get("tokens_per_second"):
             continue
         seconds = record["epochs"] * full_tokens / record["tokens_per_second"]
         total += seconds
         lines.append(
             _row(
                 [
-                    entry.paper_name,
+                    member.label,
                     f"{record['tokens_per_second']:,.0f}",
                     record["epochs"],
                     f"{seconds / 3600:.2f}",
@@ -377,38 +529,59 @@ def projection(graph: Graph) -> tuple[list[str], float] | None:
     return lines, total
 
 
-def learning_curves(graph: Graph, folder: Path) -> list[Path]:
-    """``learning_curves.png`` (training and validation CE of every model) and
-    ``student_losses.png`` (CE and KL of each student); the paths written."""
+def _words_seen(records: list[dict[str, Any]], words_per_step: float) -> list[float]:
+    """Millions of training words seen at each record (repeats counted): the record's own count
+    where it has one, else its step times the words of one step."""
+    return [r.get("words", r["step"] * words_per_step) / 1e6 for r in records]
+
+
+def learning_curves(graph: Graph, settings: Settings, folder: Path) -> list[Path]:
+    """``learning_curves.png`` (training and validation CE of every model against the words
+    seen) and ``student_losses.png`` (CE and KL of each student); the paths written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    runs = [
-        (entry, read_metrics(model_dir(graph.folder(entry.stage)).parent))
-        for entry in GRID
-        if graph.record(entry.stage) is not None
-    ]
+    prepared = _model_record(graph, "prepare")
+    words_per_token = prepared["words"] / max(prepared["tokens"], 1) if prepared else 0.0
+    runs = []
+    for member in members(settings):
+        record = _model_record(graph, member.stage)
+        if record is None or member.entry.kind == "init":
+            continue
+        words_per_step = record["tokens_per_step"] * words_per_token
+        metrics = read_metrics(model_dir(graph.folder(member.stage)).parent)
+        runs.append((member, metrics, words_per_step))
     if not runs:
         return []
     written = []
     figure = Figure(figsize=(11, 4.6), dpi=110)
     FigureCanvasAgg(figure)
     train_axes, val_axes = figure.subplots(1, 2)
-    for i, (entry, records) in enumerate(runs):
+    for i, (member, records, per_step) in enumerate(runs):
         colour = f"C{i % 10}"
-        label = entry.paper_name + (" (masked LM)" if not entry.causal_lm else "")
+        label = member.label + (" (masked LM)" if not member.entry.causal_lm else "")
         train = [r for r in records if r["kind"] == "train" and "ce" in r]
         val = [r for r in records if r["kind"] == "val"]
         train_axes.plot(
-            [r["epoch"] for r in train], [r["ce"] for r in train], color=colour, lw=1, label=label
+            _words_seen(train, per_step), [r["ce"] for r in train], color=colour, lw=1, label=label
         )
         val_axes.plot(
-            [r["epoch"] for r in val], [r["ce"] for r in val], "o-", color=colour, label=label
+            _words_seen(val, per_step),
+            [r["ce"] for r in val],
+            "o-",
+            ms=3,
+            color=colour,
+            label=label,
+        )
+    floor = _model_record(graph, "untrained")
+    if floor is not None:
+        val_axes.axhline(
+            floor["best_val_ce"], color="grey", linestyle="--", linewidth=0.8, label="untrained"
         )
     train_axes.set_title("training cross-entropy", fontsize=10)
-    val_axes.set_title("validation cross-entropy (at each epoch's end)", fontsize=10)
+    val_axes.set_title("validation cross-entropy (same dev chunks for every model)", fontsize=10)
     for axes in (train_axes, val_axes):
-        axes.set_xlabel("epoch")
+        axes.set_xlabel("training words seen (millions, repeats counted)")
         axes.set_ylabel("CE (nats per token)")
         axes.grid(alpha=0.3)
     val_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
@@ -417,34 +590,35 @@ def learning_curves(graph: Graph, folder: Path) -> list[Path]:
     figure.savefig(path, format="png")
     written.append(path)
 
-    students = [(e, r) for e, r in runs if e.role == "student"]
+    students = [run for run in runs if run[0].entry.role == "student"]
     if students:
         figure = Figure(figsize=(11, 4.6), dpi=110)
         FigureCanvasAgg(figure)
         ce_axes, kl_axes = figure.subplots(1, 2)
-        for i, (entry, records) in enumerate(students):
+        for i, (member, records, per_step) in enumerate(students):
             colour = f"C{i % 10}"
             for axes, key in ((ce_axes, "ce"), (kl_axes, "kl")):
                 train = [r for r in records if r["kind"] == "train" and key in r]
                 val = [r for r in records if r["kind"] == "val" and key in r]
                 axes.plot(
-                    [r["epoch"] for r in train],
+                    _words_seen(train, per_step),
                     [r[key] for r in train],
                     color=colour,
                     lw=1,
-                    label=f"{entry.paper_name} (training)",
+                    label=f"{member.label} (training)",
                 )
                 axes.plot(
-                    [r["epoch"] for r in val],
+                    _words_seen(val, per_step),
                     [r[key] for r in val],
                     "o--",
+                    ms=3,
                     color=colour,
-                    label=f"{entry.paper_name} (validation)",
+                    label=f"{member.label} (validation)",
                 )
         ce_axes.set_title("students: cross-entropy to the data", fontsize=10)
         kl_axes.set_title("students: KL(teachers || student) at temperature T", fontsize=10)
         for axes in (ce_axes, kl_axes):
-            axes.set_xlabel("epoch")
+            axes.set_xlabel("training words seen (millions, repeats counted)")
             axes.grid(alpha=0.3)
         ce_axes.set_ylabel("CE (nats per token)")
         kl_axes.set_ylabel("KL (as the recipe reduces it)")
@@ -456,18 +630,21 @@ def learning_curves(graph: Graph, folder: Path) -> list[Path]:
     return written
 
 
-def scores_chart(graph: Graph, folder: Path) -> Path | None:
+def scores_chart(graph: Graph, settings: Settings, folder: Path) -> Path | None:
     """``scores.png``: per task, each evaluated model's measured score (solid) beside the paper's
     (hatched, same colour)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [(e, measured_scores(graph, e), _published(e)) for e in GRID]
+    rows = [
+        (m.label, measured_scores(graph, m.stage), _published(m.entry))
+        for m in shown(graph, settings, trained_only=True)
+    ]
     rows = [row for row in rows if row[1]]
     tasks = [(t, label) for t, label in ZERO_SHOT if any(t in row[1] for row in rows)]
     if not rows or not tasks:
         return None
-    figure = Figure(figsize=(4.2 * len(tasks) + 1.0, 4.6), dpi=110)
+    figure = Figure(figsize=(4.2 * len(tasks) + 1.0 + 0.12 * len(rows), 4.6), dpi=110)
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(tasks), squeeze=False)[0]
     xs = range(len(rows))
@@ -484,7 +661,7 @@ def scores_chart(graph: Graph, folder: Path) -> Path | None:
                 )
                 axes.text(i + 0.2, paper[task] + 0.8, f"{paper[task]:.1f}", ha="center", fontsize=6)
         axes.axhline(50, color="grey", linestyle="--", linewidth=0.8)
-        axes.set_xticks(list(xs), [row[0].paper_name for row in rows], rotation=40, ha="right")
+        axes.set_xticks(list(xs), [row[0] for row in rows], rotation=40, ha="right")
         axes.tick_params(axis="x", labelsize=7)
         axes.set_ylim(0, 100)
         axes.set_title(f"{label}: measured (solid) vs paper (hatched)", fontsize=9)
@@ -551,6 +728,10 @@ def write_report(
         "",
         *stage_table(graph, summary),
         "",
+        "## Quality: did the models learn?",
+        "",
+        *quality_section(graph, settings),
+        "",
         "## Table 1: configurations",
         "",
         f"True parameter counts at this run's vocabulary ({vocab:,} tokens; the generator adds "
@@ -560,7 +741,7 @@ def write_report(
         "",
         "## Table 2: distilled students (%)",
         "",
-        *score_table(graph, 2),
+        *score_table(graph, settings, 2),
         "",
         "## Table 3: teachers and baselines (%)",
         "",
@@ -568,12 +749,12 @@ def write_report(
         "and data); Llama-58M is the Llama students' architecture trained alone with the students' "
         "hyperparameters (the paper publishes no number for it).",
         "",
-        *score_table(graph, 3),
+        *score_table(graph, settings, 3),
         "",
         "## Table 4: GLUE (%)",
         "",
     ]
-    glue = table_4(graph)
+    glue = table_4(graph, settings)
     if glue is None:
         lines.append(
             "Not run (`--glue` fine-tunes LoRA classifiers for DistilledGPT-44M and "
@@ -583,14 +764,14 @@ def write_report(
     else:
         lines += glue
     lines += ["", "## Wilcoxon tests", "", *wilcoxon_section(graph), ""]
-    charts = learning_curves(graph, root)
-    chart = scores_chart(graph, root)
+    charts = learning_curves(graph, settings, root)
+    chart = scores_chart(graph, settings, root)
     lines += ["## Charts", ""]
     for path in [*charts, *([chart] if chart else [])]:
         lines.append(f"![{path.stem}]({path.name})")
     if not charts and not chart:
         lines.append("None yet: no model finished.")
-    projected = projection(graph)
+    projected = projection(graph, settings)
     lines += ["", "## Projected full run", ""]
     if projected is None:
         lines.append("No training stage was measured.")
@@ -610,7 +791,7 @@ def write_report(
     return path
 
 
-def projected_hours(graph: Graph) -> float | None:
+def projected_hours(graph: Graph, settings: Settings) -> float | None:
     """The projected full-run training time in hours (see `projection`), or None."""
-    projected = projection(graph)
+    projected = projection(graph, settings)
     return None if projected is None else projected[1] / 3600

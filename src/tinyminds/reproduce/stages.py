@@ -60,6 +60,10 @@ class Scale:
     """GLUE fine-tuning epochs (``--glue``; None: the recipe's 32)."""
     glue_max_train_examples: int | None = None
     """GLUE training examples per task (``--glue``; None: all)."""
+    selection: str = ""
+    """How this scale's settings were chosen (printed in the report's quality section)."""
+    eval_every: int = 0
+    """Validate every this many steps in every training stage (0: the recipes' own)."""
 
     @property
     def glue_recipe(self) -> dict[str, int]:
@@ -72,21 +76,27 @@ SCALES = {
     "tiny": Scale(
         "tiny",
         4_000,
-        60,
+        150,
         50,
-        "scaled-down models, 60 steps each, on the embedded Shakespeare corpus (2 CPU cores)",
+        "scaled-down models, 150 steps each (validated every 15), on the embedded Shakespeare "
+        "corpus (2 CPU cores)",
         default_corpus=True,
+        eval_every=15,
         glue_epochs=1,
         glue_max_train_examples=64,
     ),
     "mini": Scale(
         "mini",
-        16_000,
-        300,
+        8_000,
+        0,
         None,
-        "scaled-down models, 300 steps each, on a babylm-mini-sized corpus (2 CPU cores: ~1.5 h)",
+        "4-6 layer, 256-wide models on a babylm-mini-sized corpus with an 8,000-token BPE, each "
+        "recipe's own step budget (the mini recipes), validated every 90 steps, every "
+        "evaluation pair (2 CPU cores: the DistilledGPT-44M chain in under an hour)",
         glue_epochs=3,
         glue_max_train_examples=2_000,
+        selection="The mini recipes' learning rates, steps and distillation settings were chosen "
+        "on dev cross-entropy only (docs/results/mini-2026-12-05/README.md lists what was tried).",
     ),
     "paper": Scale("paper", 16_000, 0, None, "the paper's recipes on the BabyLM corpus (GPU)"),
 }
@@ -100,11 +110,11 @@ class ModelEntry:
     """The stage's name: the paper's model name in lower case."""
     paper_name: str
     role: str
-    """``teacher``, ``baseline``, ``generator`` or ``student``."""
+    """``teacher``, ``baseline``, ``generator``, ``student`` or ``floor`` (the untrained model)."""
     table: int
     """The paper table its scores go to: 2 (students), 3 (teachers, baselines), 0 (none)."""
     kind: str
-    """``train`` or ``distill``."""
+    """``train``, ``distill`` or ``init`` (the recipe's model at initialisation, not trained)."""
     recipes: dict[str, str]
     """Scale -> recipe name."""
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -121,11 +131,26 @@ class ModelEntry:
         return self.role != "generator"
 
 
-_SMALL = {"tiny": "gpt2-tiny", "mini": "gpt2-tiny"}
-_SMALL_LLAMA = {"tiny": "llama-tiny", "mini": "llama-tiny"}
+_SMALL = {"tiny": "gpt2-tiny", "mini": "gpt2-mini"}
+_SMALL_LLAMA = {"tiny": "llama-tiny", "mini": "llama-mini"}
 _STUDENT_SETTINGS = ("weight_decay=0.1",)
+_TINY_KD = ("kl_reduction=token",)
+"""The students' KL at the tiny scale: per-token, the mini scale's choice on dev cross-entropy
+(docs/results/mini-2026-12-05), not BabyLlama's per-sequence sum of the tiny recipes."""
+_MINI_LLAMA_BUDGET = ("max_steps=600", "warmup_steps=60", "eval_every=60")
+"""The Llama students' family at the mini scale (their large teachers, the Llama-58M baseline and
+the three students) trains 600 steps, not the DistilledGPT-44M chain's 900, so that the whole grid
+fits in 3 hours on 2 CPU cores; within the family every model has the same budget."""
 
 GRID: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        "untrained",
+        "Untrained GPT2-44M",
+        "floor",
+        3,
+        "init",
+        {**_SMALL, "paper": "gpt2-44m"},
+    ),
     ModelEntry("gpt2-44m", "GPT2-44M", "teacher", 3, "train", {**_SMALL, "paper": "gpt2-44m"}),
     ModelEntry(
         "llama-60m", "Llama-60M", "teacher", 3, "train", {**_SMALL_LLAMA, "paper": "llama-60m"}
@@ -136,7 +161,7 @@ GRID: tuple[ModelEntry, ...] = (
         "teacher",
         3,
         "train",
-        {"tiny": "gpt2-small", "mini": "gpt2-small", "paper": "gpt2-705m"},
+        {"tiny": "gpt2-small", "mini": "gpt2-mini-large", "paper": "gpt2-705m"},
     ),
     ModelEntry(
         "llama-360m",
@@ -144,7 +169,7 @@ GRID: tuple[ModelEntry, ...] = (
         "teacher",
         3,
         "train",
-        {"tiny": "llama-small", "mini": "llama-small", "paper": "llama-360m"},
+        {"tiny": "llama-small", "mini": "llama-mini-large", "paper": "llama-360m"},
     ),
     ModelEntry(
         "llama-58m",
@@ -153,7 +178,7 @@ GRID: tuple[ModelEntry, ...] = (
         3,
         "train",
         {**_SMALL_LLAMA, "paper": "llama-58m"},
-        overrides={"tiny": _STUDENT_SETTINGS, "mini": _STUDENT_SETTINGS},
+        overrides={"tiny": _STUDENT_SETTINGS, "mini": (*_STUDENT_SETTINGS, *_MINI_LLAMA_BUDGET)},
     ),
     ModelEntry(
         "electra-56m",
@@ -161,7 +186,7 @@ GRID: tuple[ModelEntry, ...] = (
         "generator",
         0,
         "train",
-        {"tiny": "electra-tiny", "mini": "electra-tiny", "paper": "electra-56m"},
+        {"tiny": "electra-tiny", "mini": "electra-mini", "paper": "electra-56m"},
     ),
     ModelEntry(
         "distilledgpt-44m",
@@ -169,7 +194,8 @@ GRID: tuple[ModelEntry, ...] = (
         "student",
         2,
         "distill",
-        {"tiny": "distill-tiny", "mini": "distill-tiny", "paper": "distilledgpt-44m"},
+        {"tiny": "distill-tiny", "mini": "distill-mini", "paper": "distilledgpt-44m"},
+        overrides={"tiny": _TINY_KD},
         teachers=("gpt2-44m", "llama-60m"),
         glue=True,
     ),
@@ -179,8 +205,11 @@ GRID: tuple[ModelEntry, ...] = (
         "student",
         2,
         "distill",
-        {"tiny": "distill-tiny", "mini": "distill-tiny", "paper": "babyllama-58m"},
-        overrides={"tiny": ("model=llama-tiny",), "mini": ("model=llama-tiny",)},
+        {"tiny": "distill-tiny", "mini": "distill-mini", "paper": "babyllama-58m"},
+        overrides={
+            "tiny": ("model=llama-tiny", *_TINY_KD),
+            "mini": ("model=llama-small", *_MINI_LLAMA_BUDGET),
+        },
         teachers=("gpt2-705m", "llama-360m"),
         glue=True,
     ),
@@ -190,7 +219,8 @@ GRID: tuple[ModelEntry, ...] = (
         "student",
         2,
         "distill",
-        {"tiny": "contrastive-tiny", "mini": "contrastive-tiny", "paper": "contrastivellama-58m"},
+        {"tiny": "contrastive-tiny", "mini": "contrastive-mini", "paper": "contrastivellama-58m"},
+        overrides={"tiny": _TINY_KD},
         teachers=("gpt2-705m", "llama-360m"),
     ),
     ModelEntry(
@@ -199,7 +229,8 @@ GRID: tuple[ModelEntry, ...] = (
         "student",
         2,
         "distill",
-        {"tiny": "mate-tiny", "mini": "mate-tiny", "paper": "maskedadversarialllama-58m"},
+        {"tiny": "mate-tiny", "mini": "mate-mini", "paper": "maskedadversarialllama-58m"},
+        overrides={"tiny": _TINY_KD},
         teachers=("gpt2-44m", "llama-60m"),
         generator="electra-56m",
     ),
@@ -227,6 +258,47 @@ class Settings:
     """torch threads while scoring (0: torch's default)."""
     overrides: dict[str, list[str]] = field(default_factory=dict)
     """Stage -> extra ``key=value`` overrides of its recipe (``--set STAGE.key=value``)."""
+    seeds: tuple[int, ...] = ()
+    """Train every model once per seed (``--seeds``); empty: once, with the recipes' own seed.
+    The first seed's stages keep the model's name, the others' end in ``-seedN``."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the grid trained with one seed: a model stage (and its evaluation)."""
+
+    entry: ModelEntry
+    seed: int | None
+    """The seed every training stage of this member gets (None: the recipe's own)."""
+    suffix: str = ""
+    """``-seedN`` for every seed but the first (whose stages keep the model's name)."""
+
+    @property
+    def stage(self) -> str:
+        return self.entry.stage + self.suffix
+
+    def of(self, stage: str) -> str:
+        """The stage of model ``stage`` trained with this member's seed (a teacher, a generator)."""
+        return stage + self.suffix
+
+    @property
+    def label(self) -> str:
+        """The paper's name, with the seed where several seeds were asked for."""
+        return self.entry.paper_name + (f" (seed {self.seed})" if self.suffix else "")
+
+
+def members(settings: Settings) -> list[Member]:
+    """Every (model, seed) of the run, seed by seed in grid order. The untrained floor is one
+    model whatever the seeds: the first seed's."""
+    if not settings.seeds:
+        return [Member(entry, None) for entry in GRID]
+    found = []
+    for index, seed in enumerate(settings.seeds):
+        suffix = f"-seed{seed}" if index else ""
+        found += [
+            Member(entry, seed, suffix) for entry in GRID if not (index and entry.role == "floor")
+        ]
+    return found
 
 
 def hash_files(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
@@ -243,44 +315,59 @@ def hash_files(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
     return digest.hexdigest()
 
 
-def _overrides(entry: ModelEntry, settings: Settings) -> list[str]:
+def _overrides(member: Member, settings: Settings) -> list[str]:
+    entry = member.entry
     overrides = list(entry.overrides.get(settings.scale.name, ()))
     overrides += settings.overrides.get(entry.stage, [])
     if settings.max_steps:
         overrides.append(f"max_steps={settings.max_steps}")
     if settings.device != "auto":
         overrides.append(f"device={settings.device}")
+    if settings.scale.eval_every:
+        overrides.append(f"eval_every={settings.scale.eval_every}")
+    if member.seed is not None:
+        overrides.append(f"seed={member.seed}")
     return overrides
 
 
-def _load_config(entry: ModelEntry, settings: Settings, extra: list[str]) -> Any:
+def resolved_config(member: Member, settings: Settings, extra: list[str]) -> Any:
+    """The config ``member`` trains with: its recipe at the scale, the grid's and the user's
+    overrides, the seed, then ``extra`` (paths)."""
+    entry = member.entry
     recipe = entry.recipes[settings.scale.name]
-    load = load_train_config if entry.kind == "train" else load_distill_config
-    return load(recipe, [*_overrides(entry, settings), *extra])
+    load = load_distill_config if entry.kind == "distill" else load_train_config
+    return load(recipe, [*_overrides(member, settings), *extra])
 
 
-def _unavailable(entry: ModelEntry, settings: Settings) -> str | None:
-    """Why ``entry`` cannot run at this scale (an unregistered recipe, or a MATE-KD recipe without
+def _unavailable(member: Member, settings: Settings) -> str | None:
+    """Why ``member`` cannot run at this scale (an unregistered recipe, or a MATE-KD recipe without
     the generator key), or None; any other config error is the user's, raised at once."""
+    entry = member.entry
     recipe = entry.recipes[settings.scale.name]
     try:
-        find_recipe(recipe, entry.kind)
+        find_recipe(recipe, "distill" if entry.kind == "distill" else "train")
     except UserError:
         return f"recipe {recipe} is not registered (no {entry.paper_name} in this tinyminds yet)"
     extra = [f"{GENERATOR_KEY}=generator"] if entry.generator else []
     try:
-        _load_config(entry, settings, extra)
+        resolved_config(member, settings, extra)
     except UserError as error:
         if entry.generator and GENERATOR_KEY in str(error):  # MATE-KD named its key otherwise
             return f"recipe {recipe} takes no {GENERATOR_KEY}= ({error})"
-        raise UserError(f"{entry.stage} (recipe {recipe}): {error}") from None
+        raise UserError(f"{member.stage} (recipe {recipe}): {error}") from None
     return None
 
 
-def _model_spec(entry: ModelEntry, settings: Settings) -> dict[str, Any]:
-    extra = [f"{GENERATOR_KEY}=generator"] if entry.generator else []
-    config = to_dict(_load_config(entry, settings, extra))
-    return {"kind": entry.kind, "config": {k: v for k, v in config.items() if k not in PATH_KEYS}}
+def _model_spec(member: Member, settings: Settings) -> dict[str, Any]:
+    extra = [f"{GENERATOR_KEY}=generator"] if member.entry.generator else []
+    config = to_dict(resolved_config(member, settings, extra))
+    if member.entry.kind == "init":  # an untrained model: its weights and the dev subset only
+        kept = ("recipe", "model", "seed", "eval_chunks", "eval_seed", "eval_batch_size")
+        return {"kind": "init", "config": {k: config[k] for k in kept}}
+    return {
+        "kind": member.entry.kind,
+        "config": {k: v for k, v in config.items() if k not in PATH_KEYS},
+    }
 
 
 def _measure_gpu() -> Callable[[], dict[str, Any]]:
@@ -323,15 +410,66 @@ def model_dir(folder: Path) -> Path:
     return folder / "run" / "model"
 
 
-def _model_stage(entry: ModelEntry, settings: Settings) -> Callable[[StageContext], dict[str, Any]]:
+def _untrained_model(config: Any, data_dir: Path, target: Path) -> dict[str, Any]:
+    """Export the recipe's model as the engine initialises it (same seed, no step) and measure its
+    dev CE on the run's validation subset: the floor every trained model must rise above."""
+    import torch
+
+    from tinyminds import __version__
+    from tinyminds.data.chunks import load_prepared
+    from tinyminds.evaluation.dev_ce import dev_cross_entropy
+    from tinyminds.models.zoo import build_model, get_spec
+    from tinyminds.training.engine import export_model
+
+    data = load_prepared(data_dir)
+    torch.manual_seed(config.seed)  # as the engine does before building a model
+    model = build_model(get_spec(config.model), data.vocab_size)
+    ce = dev_cross_entropy(
+        model, data, config.eval_chunks, config.eval_seed, config.eval_batch_size
+    )
+    parameters = sum(p.numel() for p in model.parameters())
+    info_record = {
+        "tinyminds_version": __version__,
+        "recipe": config.recipe,
+        "model": config.model,
+        "parameters": parameters,
+        "step": 0,
+        "untrained": True,
+        "validation": {"ce": ce},
+        "tokenizer_hash": data.tokenizer_hash,
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export_model(model, data, target, info_record)
+    return {
+        "recipe": config.recipe,
+        "model": config.model,
+        "parameters": parameters,
+        "best_epoch": 0,
+        "best_val_ce": ce,
+        "steps": 0,
+        "epochs": 0,
+        "max_steps": 0,
+        "tokens_per_step": 0,
+        "train_seconds": 0.0,
+        "tokens_per_second": 0.0,
+    }
+
+
+def _model_stage(member: Member, settings: Settings) -> Callable[[StageContext], dict[str, Any]]:
+    entry = member.entry
+
     def run(context: StageContext) -> dict[str, Any]:
         extra = [f"data={context.inputs['prepare'] / 'data'}", f"out={context.folder / 'run'}"]
         if entry.teachers:
-            teachers = ",".join(str(model_dir(context.inputs[t])) for t in entry.teachers)
+            teachers = ",".join(
+                str(model_dir(context.inputs[member.of(t)])) for t in entry.teachers
+            )
             extra.append(f"teachers=[{teachers}]")
         if entry.generator:
-            extra.append(f"{GENERATOR_KEY}={model_dir(context.inputs[entry.generator])}")
-        config = _load_config(entry, settings, extra)
+            extra.append(f"{GENERATOR_KEY}={model_dir(context.inputs[member.of(entry.generator)])}")
+        config = resolved_config(member, settings, extra)
+        if entry.kind == "init":
+            return _untrained_model(config, Path(config.data), model_dir(context.folder))
         peak = _measure_gpu()
         if entry.kind == "train":
             from tinyminds.training.engine import train
@@ -352,6 +490,7 @@ def _model_stage(entry: ModelEntry, settings: Settings) -> Callable[[StageContex
             "max_steps": config.max_steps,
             "tokens_per_step": config.batch_size * config.grad_accum * 128,
             "train_seconds": result.seconds,
+            "setup_seconds": result.setup_seconds,
             "tokens_per_second": result.tokens_per_second,
             **peak(),
         }
@@ -360,7 +499,7 @@ def _model_stage(entry: ModelEntry, settings: Settings) -> Callable[[StageContex
 
 
 def _eval_stage(
-    entry: ModelEntry, tasks: list[str], glue_recipe: dict[str, int], settings: Settings
+    member: Member, tasks: list[str], glue_recipe: dict[str, int], settings: Settings
 ) -> Callable[[StageContext], dict[str, Any]]:
     """``glue_recipe``: the scale's GLUE overrides, the same dict that keys the stage."""
 
@@ -376,11 +515,11 @@ def _eval_stage(
         peak = _measure_gpu()
         try:
             evaluation = evaluate(
-                model_dir(context.inputs[entry.stage]),
+                model_dir(context.inputs[member.stage]),
                 tasks,
                 [settings.eval_folder],
                 context.folder,
-                name=entry.stage,
+                name=member.stage,
                 max_items=settings.eval_max_items,
                 device=settings.device,
                 **glue_recipe,
@@ -392,12 +531,15 @@ def _eval_stage(
     return run
 
 
-def _compare_stage(context: StageContext) -> dict[str, Any]:
-    from tinyminds.evaluation.compare import compare
+def _compare_stage(suffix: str) -> Callable[[StageContext], dict[str, Any]]:
+    def run(context: StageContext) -> dict[str, Any]:
+        from tinyminds.evaluation.compare import compare
 
-    files = [context.inputs[f"eval-{name}"] / f"{name}.json" for name in COMPARED]
-    compare(files, context.folder)
-    return {"comparison": "comparison.json"}
+        names = [name + suffix for name in COMPARED]
+        compare([context.inputs[f"eval-{name}"] / f"{name}.json" for name in names], context.folder)
+        return {"comparison": "comparison.json"}
+
+    return run
 
 
 def build_stages(settings: Settings) -> list[Stage]:
@@ -414,16 +556,21 @@ def build_stages(settings: Settings) -> list[Stage]:
             group="data",
         )
     ]
-    for entry in GRID:
-        unavailable = _unavailable(entry, settings)
-        spec = {"kind": entry.kind} if unavailable else _model_spec(entry, settings)
-        deps = ("prepare", *entry.teachers, *((entry.generator,) if entry.generator else ()))
+    for member in members(settings):
+        entry = member.entry
+        unavailable = _unavailable(member, settings)
+        spec = {"kind": entry.kind} if unavailable else _model_spec(member, settings)
+        deps = (
+            "prepare",
+            *(member.of(t) for t in entry.teachers),
+            *((member.of(entry.generator),) if entry.generator else ()),
+        )
         stages.append(
             Stage(
-                entry.stage,
+                member.stage,
                 deps,
                 spec,
-                _model_stage(entry, settings),
+                _model_stage(member, settings),
                 unavailable=unavailable,
                 group=f"{entry.role}s",
             )
@@ -435,7 +582,8 @@ def build_stages(settings: Settings) -> list[Stage]:
     glue_hash = (
         hash_files(settings.eval_folder, ("glue_filtered/*.jsonl",)) if settings.glue else ""
     )
-    for entry in GRID:
+    for member in members(settings):
+        entry = member.entry
         if not entry.causal_lm:
             continue
         tasks = list(settings.eval_tasks)
@@ -452,20 +600,21 @@ def build_stages(settings: Settings) -> list[Stage]:
         }
         stages.append(
             Stage(
-                f"eval-{entry.stage}",
-                (entry.stage,),
+                f"eval-{member.stage}",
+                (member.stage,),
                 spec,
-                _eval_stage(entry, tasks, glue_recipe, settings),
+                _eval_stage(member, tasks, glue_recipe, settings),
                 group="evaluation",
             )
         )
-    stages.append(
-        Stage(
-            "compare",
-            tuple(f"eval-{name}" for name in COMPARED),
-            {"kind": "compare", "tests": "wilcoxon signed-rank + rank-sum (scipy)"},
-            _compare_stage,
-            group="comparison",
+    for suffix in sorted({member.suffix for member in members(settings)}):
+        stages.append(
+            Stage(
+                f"compare{suffix}",
+                tuple(f"eval-{name}{suffix}" for name in COMPARED),
+                {"kind": "compare", "tests": "wilcoxon signed-rank + rank-sum (scipy)"},
+                _compare_stage(suffix),
+                group="comparison",
+            )
         )
-    )
     return stages

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from tinyminds.config import Range, check_ranges
 
 
 @dataclass
@@ -22,29 +24,29 @@ class TrainConfig:
     """One line saying what the recipe is (shown by `tinyminds recipes`)."""
     init_from: str | None = None
     """Start from this Hugging Face model folder instead of random weights; its tokenizer must match."""
-    seed: int = 42
+    seed: Annotated[int, Range(0)] = 42
     """Seeds weight initialisation, dropout and the per-epoch chunk permutations."""
-    epochs: int = 1
+    epochs: Annotated[int, Range(1)] = 1
     """Passes over the training chunks."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Range(1)] = 32
     """Chunks per micro-batch, summed over all data-parallel processes."""
-    grad_accum: int = 1
+    grad_accum: Annotated[int, Range(1)] = 1
     """Micro-batches per optimizer step (effective batch = batch_size x grad_accum)."""
-    lr: float = 3e-4
+    lr: Annotated[float, Range(0, low_open=True)] = 3e-4
     """Peak learning rate of AdamW."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Range(0)] = 0.0
     """AdamW weight decay, applied to matrices only (not to biases and norm weights)."""
-    adam_beta1: float = 0.9
+    adam_beta1: Annotated[float, Range(0, 1, high_open=True)] = 0.9
     """AdamW beta1."""
-    adam_beta2: float = 0.999
+    adam_beta2: Annotated[float, Range(0, 1, high_open=True)] = 0.999
     """AdamW beta2."""
-    adam_eps: float = 1e-8
+    adam_eps: Annotated[float, Range(0, low_open=True)] = 1e-8
     """AdamW epsilon."""
-    warmup_steps: int = 0
+    warmup_steps: Annotated[int, Range(0)] = 0
     """Optimizer steps of linear warm-up before the cosine decay."""
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.0
     """The cosine decays to lr x min_lr_ratio at the last step."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Range(0)] = 1.0
     """Clip the global gradient norm to this value (0 turns clipping off)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 autocast on a GPU that has it (else fp16), fp32 on the CPU."""
@@ -52,19 +54,22 @@ class TrainConfig:
     """auto, cpu, cuda or cuda:N (under torchrun each process takes cuda:LOCAL_RANK)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
-    max_steps: int = 0
+    max_steps: Annotated[int, Range(0)] = 0
     """Stop after this many optimizer steps (0: run all epochs); the schedule is fitted to it."""
-    eval_chunks: int = 8192
+    eval_chunks: Annotated[int, Range(0)] = 8192
     """Size of the fixed, seeded subset of dev chunks used for validation (0: all)."""
-    eval_batch_size: int = 64
+    eval_batch_size: Annotated[int, Range(1)] = 64
     """Chunks per validation batch (summed over processes)."""
-    eval_seed: int = 1234
+    eval_every: Annotated[int, Range(0)] = 0
+    """Also validate every this many optimizer steps (0: only at each epoch's end). These points
+    give the learning curves; the exported model is still chosen at epoch ends."""
+    eval_seed: Annotated[int, Range(0)] = 1234
     """Seed of the validation subset; fixed so that every model is validated on the same chunks."""
-    checkpoint_every: int = 500
+    checkpoint_every: Annotated[int, Range(0)] = 500
     """Write a resumable checkpoint every this many optimizer steps (0: at epoch ends only)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: Annotated[int, Range(1)] = 2
     """How many of the newest checkpoints to keep."""
-    log_every: int = 10
+    log_every: Annotated[int, Range(1)] = 10
     """Write a metrics line every this many optimizer steps."""
     tensorboard: bool = False
     """Also log to RUN/tensorboard (needs the tensorboard package)."""
@@ -72,8 +77,11 @@ class TrainConfig:
     """Also log to Weights & Biases (needs the wandb package)."""
     wandb_project: str = "tinyminds"
     """W&B project name."""
-    mask_prob: float = 0.15
+    mask_prob: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.15
     """Masked LMs (electra-*) only: share of positions selected for prediction (80% become [MASK], 10% a random token, 10% stay)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     @property
     def effective_batch(self) -> int:
@@ -86,13 +94,13 @@ class DistillConfig(TrainConfig):
 
     teachers: list[str] = field(default_factory=list)
     """Teacher model folders (from `tinyminds train`, or any Hugging Face causal LM) sharing the data's tokenizer."""
-    teacher_weights: list[float] = field(default_factory=list)
+    teacher_weights: list[Annotated[float, Range(0)]] = field(default_factory=list)
     """Weight of each teacher in the ensemble (empty: equal weights)."""
     ensemble: Literal["logits", "probs"] = "logits"
     """logits: average the teachers' logits before the softmax (BabyLlama); probs: average their probabilities."""
-    alpha: float = 0.5
+    alpha: Annotated[float, Range(0, 1)] = 0.5
     """Weight of the student's cross-entropy; the KL term gets 1 - alpha (times T^2)."""
-    temperature: float = 2.0
+    temperature: Annotated[float, Range(0, low_open=True)] = 2.0
     """Softmax temperature T of both distributions in the KL term."""
     kl_direction: Literal["forward", "reverse"] = "forward"
     """forward: KL(teacher || student) (BabyLlama); reverse: KL(student || teacher)."""
@@ -100,7 +108,7 @@ class DistillConfig(TrainConfig):
     """sequence: KL summed over the 128 positions and averaged over sequences (BabyLlama's batchmean, ~128x a per-token KL); token: mean per token."""
     teacher_cache: bool = True
     """Compute the teachers' ensemble once over the training chunks and read it every epoch (top-k per token)."""
-    cache_k: int = 128
+    cache_k: Annotated[int, Range(1)] = 128
     """Tokens stored per position in the teacher cache (4k + 4 bytes per token: 516 MB per million tokens at 128)."""
     cache_selection: Literal["topk", "sample", "hybrid"] = "sample"
     """sample: k tokens drawn from the teachers' distribution (an unbiased forward-KL gradient however flat the teachers are; forward KL only; with k = 128 the student ended within 1% of online KD on babylm-mini); topk: the k most likely tokens plus one bucket for the rest of the mass (3.4% worse there at k = 32: the student's tail is left free); hybrid: the k/2 most likely tokens exactly plus k/2 draws from the rest (forward KL only)."""
@@ -108,39 +116,39 @@ class DistillConfig(TrainConfig):
     """With cache_selection=topk, how the KL treats the teachers' mass outside the top k: bucket: one bucket against the student's own mass there (its tail's shape is left free); uniform: that mass spread evenly over the other tokens (a dense KL against top-k + flat tail; forward KL only). The cache itself is the same."""
     cache_dir: str = ""
     """Where the teacher cache lives (default: DATA/teacher-cache/KEY, shared by every run with the same teachers)."""
-    cache_batch_size: int = 64
+    cache_batch_size: Annotated[int, Range(1)] = 64
     """Chunks per teacher forward pass while building the cache or running teachers online for validation."""
     objective: Literal["kd", "contrastive", "mate"] = "kd"
     """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M); mate: MATE-KD, a masked-LM generator perturbs the text adversarially and the student also distills on the perturbed text (MaskedAdversarialLlama-58M). contrastive and mate run the teachers online, so teacher_cache must be false."""
-    ce_weight: float = 0.39
+    ce_weight: Annotated[float, Range(0)] = 0.39
     """objective=contrastive: weight of the student's cross-entropy (paper: 0.39)."""
-    kd_weight: float = 0.39
+    kd_weight: Annotated[float, Range(0)] = 0.39
     """objective=contrastive: weight of the T^2-scaled KL to the teachers' ensemble (paper: 0.39)."""
-    contrastive_weight: float = 0.22
+    contrastive_weight: Annotated[float, Range(0)] = 0.22
     """objective=contrastive: weight of the N-pair (InfoNCE) term (paper: 0.22; the authors' code used 0.1 through a bug)."""
     contrastive_representation: Literal["hidden", "logits"] = "hidden"
     """objective=contrastive: hidden: mean-pooled last hidden states, the student's mapped to each teacher's width by a learned linear projection (the paper's text); logits: sequence-averaged logits, no projection (the authors' code)."""
     contrastive_similarity: Literal["cosine", "dot"] = "cosine"
     """objective=contrastive: similarity of two representations: cosine (InfoNCE) or the plain dot product (Sohn's N-pair loss)."""
-    contrastive_temperature: float = 0.1
+    contrastive_temperature: Annotated[float, Range(0, low_open=True)] = 0.1
     """objective=contrastive: the similarities are divided by this before the softmax over the batch (not given by the paper; chosen here)."""
     generator: str = ""
     """objective=mate: the generator's model folder, a masked LM trained by `tinyminds train electra-tiny` / `electra-56m` on the same data (vocabulary = the data's plus [MASK])."""
-    generator_steps: int = 10
+    generator_steps: Annotated[int, Range(0)] = 10
     """objective=mate: generator (maximisation) steps in each round, run before the round's student steps (paper: 10)."""
-    student_steps: int = 100
+    student_steps: Annotated[int, Range(1)] = 100
     """objective=mate: student (minimisation) optimizer steps in each round (paper: 100). Generator steps read the batches of the round's first student steps and do not count against epochs or max_steps."""
-    mask_fraction: float = 0.3
+    mask_fraction: Annotated[float, Range(0, 1, low_open=True)] = 0.3
     """objective=mate: share of the non-pad tokens masked and refilled by the generator (paper: 30%)."""
-    gumbel_tau: float = 1.0
+    gumbel_tau: Annotated[float, Range(0, low_open=True)] = 1.0
     """objective=mate: temperature of the generator's Gumbel-softmax sample, whose straight-through gradient trains it (paper: 1)."""
-    generator_lr: float = 5e-7
+    generator_lr: Annotated[float, Range(0)] = 5e-7
     """objective=mate: learning rate of the generator's own AdamW (constant, no weight decay; paper: 5e-7; 0 freezes the generator)."""
-    generator_grad_clip: float = 5.0
+    generator_grad_clip: Annotated[float, Range(0)] = 5.0
     """objective=mate: clip the generator's gradient norm to this value (0 turns clipping off; paper: 5). The student's is grad_clip."""
-    mate_ce_weight: float = 1.0
+    mate_ce_weight: Annotated[float, Range(0)] = 1.0
     """objective=mate: relative weight of the student's CE; the loss is (w_ce CE + w_kd T^2 KL_orig + w_adv T^2 KL_adv) / (w_ce + w_kd + w_adv), so equal weights give the paper's CE/3 + KD_orig/3 + KD_adv/3."""
-    mate_kd_weight: float = 1.0
+    mate_kd_weight: Annotated[float, Range(0)] = 1.0
     """objective=mate: relative weight of the KD term on the original text (T^2 KL, as the kd objective's)."""
-    mate_adv_weight: float = 1.0
+    mate_adv_weight: Annotated[float, Range(0)] = 1.0
     """objective=mate: relative weight of the KD term on the generator's perturbed text."""

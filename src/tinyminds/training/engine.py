@@ -21,7 +21,8 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,12 @@ from tinyminds.data.tokenizer import (
 )
 from tinyminds.devices import to_device
 from tinyminds.errors import UserError
+from tinyminds.files import check_not_a_file, folder_lock, write_json_atomic, write_text_atomic
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training import checkpoint
 from tinyminds.training.config import TrainConfig
 from tinyminds.training.distributed import DistContext
-from tinyminds.training.metrics import MetricsLog
+from tinyminds.training.metrics import MetricsLog, read_metrics
 from tinyminds.training.objectives import (
     Batch,
     CausalLMObjective,
@@ -66,6 +68,11 @@ from tinyminds.training.objectives import (
 )
 from tinyminds.training.objectives.mlm import MLMObjective
 from tinyminds.training.schedule import cosine_with_warmup
+
+RELOCATABLE = ("out",)
+"""Config keys that may differ when a run is resumed: the run folder may have been moved."""
+VALIDATION_EXTRAS = ("kind", "step", "epoch", "tokens", "words", "perplexity")
+"""Fields of a ``val`` record that are not the objective's metrics."""
 
 
 class TrainingDiverged(UserError):
@@ -84,6 +91,9 @@ class TrainResult:
     steps: int
     seconds: float
     tokens_per_second: float
+    setup_seconds: float = 0.0
+    """Time of the objective's set-up (loading teachers, building a teacher cache), part of
+    ``seconds``."""
 
 
 @dataclass
@@ -173,16 +183,26 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> bool:
     process mistakes the config that the main process has just written for an earlier run.
     """
     saved = run_dir / "config.yaml"
+    trained = bool(checkpoint.checkpoint_folders(run_dir / "checkpoints")) or bool(
+        read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    )
+    if saved.is_file() and not trained:
+        # A run refused or stopped before its first logged step: nothing to keep or resume, so
+        # its config does not block the corrected command.
+        return False
     if resume and saved.is_file():
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        differs = [k for k, v in to_dict(config).items() if previous.get(k) != v]
+        # ``out`` is where the folder is now: a run folder moved or copied elsewhere resumes.
+        differs = [
+            k for k, v in to_dict(config).items() if k not in RELOCATABLE and previous.get(k) != v
+        ]
         if differs:
             raise UserError(
                 f"--resume: {saved} differs from this config in: {', '.join(differs)}; "
                 "resume with the same recipe and overrides"
             )
         return True
-    if not resume and (saved.exists() or checkpoint.checkpoint_folders(run_dir / "checkpoints")):
+    if not resume and (saved.exists() or trained):
         raise UserError(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, "
             "or choose another out=..."
@@ -251,9 +271,67 @@ def train(
                 if masked_lm_extra(config)
                 else CausalLMObjective()
             )
-        return _train(config, data, objective, context, resume, started)
+        device = resolve_device(config.device, context)
+        run_dir = Path(config.out or f"runs/{config.recipe or config.model}")
+        check_not_a_file(run_dir, "out=")
+        geometry = _geometry(config, data, context.world_size)  # before anything is written
+        with _run_folder_lock(run_dir, context, device, config):
+            return _train(config, data, objective, context, resume, started, run_dir, geometry)
     finally:
         context.close()
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How a run walks the data: batch shapes and step counts."""
+
+    local_batch: int
+    """Chunks per micro-batch on this process."""
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _geometry(config: TrainConfig, data: PreparedData, world: int) -> _Geometry:
+    """The run's batch geometry, or a `UserError` saying why the data or batch cannot make one."""
+    batch, accum = config.batch_size, config.grad_accum
+    if batch % world:
+        raise UserError(f"batch_size={batch} is not divisible by the {world} processes")
+    train_chunks = len(data.chunks("train"))  # a truncated array fails here, before any write
+    data.chunks("dev")
+    steps_per_epoch = train_chunks // (batch * accum)
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"{data.folder} has {train_chunks} training chunks, fewer than one optimizer step "
+            f"(batch_size x grad_accum = {batch * accum}); lower batch_size or grad_accum"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    return _Geometry(batch // world, steps_per_epoch, total_steps)
+
+
+@contextmanager
+def _run_folder_lock(
+    run_dir: Path, context: DistContext, device: torch.device, config: TrainConfig
+) -> Iterator[None]:
+    """The main process holds ``RUN/.lock`` for the run (`tinyminds.files.folder_lock`): a second
+    command writing into the same run folder is refused, naming the holder. Under torchrun every
+    process learns whether the main one got it."""
+    with ExitStack() as stack:
+        failure = None
+        if context.is_main:
+            try:
+                stack.enter_context(
+                    folder_lock(run_dir, f"tinyminds run of {config.recipe or config.model}")
+                )
+            except UserError as error:
+                failure = error
+        refused = context.sum(torch.tensor(float(failure is not None), device=device)).item()
+        if failure is not None:
+            raise failure
+        if refused:
+            raise UserError(f"{run_dir} is in use by another run (see the main process's message)")
+        yield
 
 
 def _train(
@@ -263,34 +341,23 @@ def _train(
     context: DistContext,
     resume: bool,
     started: float,
+    run_dir: Path,
+    geometry: _Geometry,
 ) -> TrainResult:
     device = resolve_device(config.device, context)
     amp_dtype = resolve_precision(config.precision, device)
-    run_dir = Path(config.out or f"runs/{config.recipe or config.model}")
     continuing = _check_run_dir(run_dir, config, resume)
     context.barrier()
     if context.is_main and not continuing:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8"
-        )
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     context.barrier()
 
-    # --- data: batch geometry, validation subset ------------------------------------------------
+    # --- data: batch geometry (`_geometry`), validation subset --------------------------------------
     train_chunks, dev_chunks = data.chunks("train"), data.chunks("dev")
     batch, accum, world = config.batch_size, config.grad_accum, context.world_size
-    if batch % world:
-        raise UserError(f"batch_size={batch} is not divisible by the {world} processes")
-    local_batch = batch // world
-    steps_per_epoch = len(train_chunks) // (batch * accum)
-    if steps_per_epoch == 0:
-        raise UserError(
-            f"{data.folder} has {len(train_chunks)} training chunks, fewer than one optimizer step "
-            f"(batch_size x grad_accum = {batch * accum}); lower batch_size or grad_accum"
-        )
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    local_batch = geometry.local_batch
+    steps_per_epoch, total_steps = geometry.steps_per_epoch, geometry.total_steps
     chunk_tokens = data.chunk_size
     val_local = np.array_split(
         validation_subset(len(dev_chunks), config.eval_chunks, config.eval_seed), world
@@ -300,6 +367,7 @@ def _train(
     model = _load_or_build_model(config, data).to(device)
     parameters = sum(p.numel() for p in model.parameters())
     setup = getattr(objective, "setup", None)
+    setup_started = time.perf_counter()
     if setup is not None:  # e.g. teachers to the device, a teacher cache built by every process
         setup(
             SetupContext(
@@ -316,6 +384,7 @@ def _train(
                 mean=context.mean,
             )
         )
+    setup_seconds = time.perf_counter() - setup_started
     # An objective with optimizer steps of its own (MATE-KD's generator): see `run_side_steps`.
     side = objective if isinstance(objective, SideSteps) else None
     trainable: list[nn.Module] = [model]
@@ -361,8 +430,12 @@ def _train(
         config=to_dict(config),
     )
     loaded = checkpoint.load_latest(checkpoints, context.rank) if resume else None
+    restored_window: dict[str, float] = {}
+    restored_window_steps = 0
     if loaded is not None:
         saved, rng = loaded
+        restored_window = saved.get("window", {})
+        restored_window_steps = saved.get("window_steps", 0)
         model.load_state_dict(saved["model"])
         if isinstance(objective, nn.Module):
             objective.load_state_dict(saved["objective"])
@@ -416,6 +489,34 @@ def _train(
         )
         return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
 
+    train_split = data.manifest["splits"]["train"]
+    words_per_token = train_split["words"] / max(train_split["tokens"], 1)
+
+    def seen(step: int) -> dict[str, int]:
+        """Training tokens read by ``step`` (repeats counted) and the words they stand for."""
+        tokens = step * batch * accum * chunk_tokens
+        return {"tokens": tokens, "words": round(tokens * words_per_token)}
+
+    def log_validation() -> dict[str, Any]:
+        """Validate, write the ``val`` record (with the tokens and words seen) and return it."""
+        scores = validate()
+        completed = state.step / steps_per_epoch
+        record = {
+            "kind": "val",
+            "step": state.step,
+            "epoch": round(completed, 4),
+            **seen(state.step),
+            **scores,
+        }
+        record["perplexity"] = math.exp(min(scores["ce"], 50.0))
+        metrics.write(record)
+        others = "".join(f", {k} {v:.4f}" for k, v in scores.items() if k != "ce")
+        info(
+            f"epoch {completed:.2f}: validation CE {scores['ce']:.4f} "
+            f"(perplexity {record['perplexity']:.1f}{others})"
+        )
+        return record
+
     def save_checkpoint() -> None:
         staging = checkpoint.staging_folder(checkpoints, state.step)
         if context.is_main:
@@ -435,6 +536,10 @@ def _train(
                 "scaler": scaler.state_dict(),
                 "loop": state.__dict__,
                 "config": to_dict(config),
+                # The log window in progress (the steps since the last train record): a resumed
+                # run finishes the same window, so its records equal the uninterrupted run's.
+                "window": {key: value.item() for key, value in window.items()},
+                "window_steps": window_steps,
             }
             try:
                 checkpoint.publish(checkpoints, state.step, saved_state, config.keep_checkpoints)
@@ -477,7 +582,10 @@ def _train(
     bar = progress(total_steps, "train", unit="step")
     bar.update(state.step)
     window: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
-    window_steps, window_start = 0, time.perf_counter()
+    for key, value in restored_window.items():
+        window[key] = torch.tensor(value, dtype=torch.float32, device=device)
+    window_steps, window_start = restored_window_steps, time.perf_counter()
+    timed_steps = 0  # the window's steps run by this process (its speed; a resume starts at 0)
     tokens_per_step = batch * accum * chunk_tokens
     train_seconds, trained_steps = 0.0, 0
     first_bad = torch.zeros((), dtype=torch.long, device=device)  # step of a non-finite loss
@@ -543,6 +651,7 @@ def _train(
             window["loss"] += step_loss
             window["grad_norm"] += grad_norm.detach().float().to(device)
             window_steps += 1
+            timed_steps += 1
             state.step += 1
             trained_steps += 1
             train_seconds += time.perf_counter() - step_started
@@ -559,15 +668,22 @@ def _train(
                     "epoch": round(state.step / steps_per_epoch, 4),
                     **{k: means[i].item() for i, k in enumerate(keys)},
                     "lr": lr,
-                    "tokens_per_s": round(window_steps * tokens_per_step / max(elapsed, 1e-9), 1),
+                    "tokens_per_s": round(timed_steps * tokens_per_step / max(elapsed, 1e-9), 1),
                 }
                 metrics.write(record)
                 bar.set_postfix(
                     loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}"
                 )
                 window.clear()
-                window_steps, window_start = 0, time.perf_counter()
+                window_steps, timed_steps, window_start = 0, 0, time.perf_counter()
             at_boundary = state.step == epoch_end
+            if config.eval_every and state.step % config.eval_every == 0 and not at_boundary:
+                # Before the step's checkpoint: a run resumed from that checkpoint keeps this
+                # record (the log is truncated after the checkpoint's step) and does not redo it.
+                check_finite()
+                paused = time.perf_counter()
+                log_validation()
+                window_start += time.perf_counter() - paused  # not training time
             if (
                 config.checkpoint_every
                 and state.step % config.checkpoint_every == 0
@@ -581,18 +697,11 @@ def _train(
         # --- end of an epoch (or of max_steps): validate, keep the best, checkpoint -------------
         check_finite()
         paused = time.perf_counter()
-        scores = validate()
+        record = log_validation()
+        scores = {k: v for k, v in record.items() if k not in VALIDATION_EXTRAS}
         completed = state.step / steps_per_epoch
-        record = {"kind": "val", "step": state.step, "epoch": round(completed, 4), **scores}
-        record["perplexity"] = math.exp(min(scores["ce"], 50.0))
-        metrics.write(record)
         state.validation.append(record)
         state.validated_epochs += 1
-        others = "".join(f", {k} {v:.4f}" for k, v in scores.items() if k != "ce")
-        info(
-            f"epoch {completed:.2f}: validation CE {scores['ce']:.4f} "
-            f"(perplexity {record['perplexity']:.1f}{others})"
-        )
         if scores["ce"] < state.best_ce:
             state.best_ce, state.best_epoch = scores["ce"], len(state.validation)
             if context.is_main:
@@ -630,12 +739,10 @@ def _train(
         steps=state.step,
         seconds=time.perf_counter() - started,
         tokens_per_second=trained_steps * tokens_per_step / train_seconds if train_seconds else 0.0,
+        setup_seconds=setup_seconds,
     )
     if context.is_main:
-        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
-        (run_dir / "summary.json").write_text(
-            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
-        )
+        write_json_atomic(run_dir / "summary.json", result.__dict__)
     return result
 
 
