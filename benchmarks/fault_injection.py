@@ -137,7 +137,10 @@ def run_with_kills(
             env=ENV,
             start_new_session=True,
         )
-        delay = rng.uniform(*window)
+        # A resumed try has less left to do than the first, and the machine's speed varies: the
+        # window shrinks with each kill so that a kill lands before the run ends.
+        low, high = window
+        delay = rng.uniform(low, max(low + 0.5, high * 0.6 ** (done + 1)))
         while armed is not None and not armed() and process.poll() is None:
             time.sleep(0.02)
         try:

@@ -702,7 +702,8 @@ def write_report(
             f"at most {settings.max_steps:,} optimizer steps per model (a bounded run: not the "
             "recipes' whole epochs)"
             if settings.max_steps
-            else "the recipes' whole epochs"
+            else "each recipe's own budget (its max_steps, else its whole epochs; Table 1 gives the "
+            "steps run)"
         ),
         "- evaluation: "
         + (
