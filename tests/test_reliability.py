@@ -28,7 +28,7 @@ from tinyminds.files import folder_lock, to_json
 from tinyminds.training import checkpoint
 from tinyminds.training.config import DistillConfig, TrainConfig
 from tinyminds.training.engine import train
-from tinyminds.training.metrics import read_metrics
+from tinyminds.training.metrics import MetricsLog, read_metrics
 from tinyminds.training.objectives import Batch, CausalLMObjective, ObjectiveOutput
 
 SETTINGS = {
@@ -127,9 +127,25 @@ def test_bad_numbers_are_one_line_and_write_nothing(
     assert not out.exists()
 
 
-def test_json_files_never_hold_infinity_or_nan() -> None:
+def _strict(text: str) -> object:
+    """Parse ``text`` as strict JSON: Python's reader accepts NaN and Infinity, JSON does not."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_files_never_hold_infinity_or_nan(tmp_path: Path) -> None:
     text = to_json({"best": float("inf"), "values": [1.0, float("nan")], "nested": {"x": -1e999}})
-    assert json.loads(text) == {"best": None, "values": [1.0, None], "nested": {"x": None}}
+    assert _strict(text) == {"best": None, "values": [1.0, None], "nested": {"x": None}}
+    # The training log too: a diverged step's record (loss nan) stays valid JSON.
+    log = MetricsLog(
+        tmp_path, enabled=True, tensorboard=False, wandb=False, wandb_project="", config={}
+    )
+    log.write({"kind": "train", "step": 3, "loss": float("nan"), "grad_norm": float("inf")})
+    (line,) = (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert _strict(line) == {"kind": "train", "step": 3, "loss": None, "grad_norm": None}
 
 
 def test_out_naming_a_file_is_one_line(

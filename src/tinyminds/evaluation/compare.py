@@ -37,6 +37,7 @@ from tinyminds import __version__
 from tinyminds.errors import UserError
 from tinyminds.evaluation.published import PublishedScores, match_published
 from tinyminds.evaluation.tasks import TASKS
+from tinyminds.files import to_json
 
 TASK_ORDER = ("blimp", "supplement", "ewok", "glue")
 TASK_LABELS = {**{name: fmt.label for name, fmt in TASKS.items()}, "glue": "GLUE"}
@@ -496,7 +497,7 @@ def compare(files: list[Path], out_dir: Path, against_first: bool = False) -> Co
     md_path, json_path, png_path = (out_dir / f"comparison.{ext}" for ext in ("md", "json", "png"))
     md_path.write_text(text, encoding="utf-8")
     document = statistics_json(models, comparisons)
-    json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(to_json(document) + "\n", encoding="utf-8")
     bars = [(m.label, {t: s.score for t, s in m.tasks.items()}) for m in models]
     bars += [(p.column, dict(p.scores)) for p in published_columns(models)]
     task_score_chart(bars, ordered_tasks(models), png_path, published_from=len(models))

@@ -12,14 +12,13 @@ too): an error or an interruption in a later task keeps the earlier tasks' resul
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinyminds.evaluation.glue_tasks import GLUE_TASKS
 from tinyminds.evaluation.tasks import TASKS
-from tinyminds.files import write_text_atomic
+from tinyminds.files import to_json, write_text_atomic
 
 
 @dataclass
@@ -138,17 +137,21 @@ class ResultsWriter:
         self.tasks[result.task] = result
         self.out_dir.mkdir(parents=True, exist_ok=True)
         pairs = "".join(
-            json.dumps(record) + "\n" for task in self.tasks.values() for record in task.pairs
+            to_json(record, indent=None) + "\n"
+            for task in self.tasks.values()
+            for record in task.pairs
         )
         write_text_atomic(self.pairs_path, pairs)
-        write_text_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+        write_text_atomic(self.json_path, to_json(self.summary()) + "\n")
 
     def add_glue(self, section: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
         """Record the GLUE section so far and every prediction; rewrite the JSON and predictions."""
         self.glue = {**section, "predictions_file": self.predictions_path.name}
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.predictions_path, "".join(json.dumps(p) + "\n" for p in predictions))
-        write_text_atomic(self.json_path, json.dumps(self.summary(), indent=2) + "\n")
+        write_text_atomic(
+            self.predictions_path, "".join(to_json(p, indent=None) + "\n" for p in predictions)
+        )
+        write_text_atomic(self.json_path, to_json(self.summary()) + "\n")
 
     def summary(self) -> dict[str, Any]:
         """The JSON document: the header, every finished task, totals, and what is still missing."""

@@ -15,7 +15,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -53,7 +52,13 @@ from tinyminds.data.tokenizer import (
 )
 from tinyminds.devices import to_device
 from tinyminds.errors import UserError
-from tinyminds.files import check_not_a_file, folder_lock, write_json_atomic, write_text_atomic
+from tinyminds.files import (
+    check_not_a_file,
+    folder_lock,
+    to_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training import checkpoint
 from tinyminds.training.config import TrainConfig
@@ -226,9 +231,7 @@ def export_model(
     model.save_pretrained(str(staging))
     tokenizer = load_mlm_tokenizer if masked_lm else load_tokenizer
     tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
-    (staging / "tinyminds.json").write_text(
-        json.dumps(info_record, indent=2) + "\n", encoding="utf-8"
-    )
+    (staging / "tinyminds.json").write_text(to_json(info_record) + "\n", encoding="utf-8")
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

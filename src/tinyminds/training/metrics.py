@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyminds.errors import UserError
+from tinyminds.files import to_json
 
 
 class MetricsLog:
@@ -60,7 +61,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(to_json(record, indent=None) + "\n")
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         kind = record.get("kind", "train")
         if self._tensorboard is not None:

@@ -59,6 +59,7 @@ import torch
 from tinyminds.console import info, progress
 from tinyminds.devices import to_device
 from tinyminds.errors import UserError
+from tinyminds.files import to_json
 from tinyminds.training.checkpoint import fsync_folder
 
 CACHE_FORMAT = 2
@@ -469,7 +470,7 @@ def _write_filled(folder: Path, filled: np.ndarray) -> None:
 
 def _publish(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
     """Write meta.json, flush everything, and rename ``staging`` to ``folder`` (replacing it)."""
-    (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (staging / META_FILE).write_text(to_json(meta) + "\n", encoding="utf-8")
     fsync_folder(staging)
     aside = _aside_folder(folder)
     if aside.exists():
