@@ -45,7 +45,7 @@ def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path: Path) -> None:
     eval_data = small_evaluation_data(tmp_path / "evaluation_data")
     env = {k: v for k, v in os.environ.items() if k != EVAL_DATA_ENV}
     # The demo is `tinyminds reproduce --scale tiny`; a few steps per model keep the suite fast
-    # (`make demo` runs the full 150 steps per model).
+    # (`make demo` runs the full 100 steps per model).
     env[DEMO_MAX_STEPS_ENV] = "4"
     started = time.perf_counter()
     first = subprocess.run(

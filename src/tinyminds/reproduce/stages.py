@@ -64,6 +64,8 @@ class Scale:
     """How this scale's settings were chosen (printed in the report's quality section)."""
     eval_every: int = 0
     """Validate every this many steps in every training stage (0: the recipes' own)."""
+    eval_chunks: int = 0
+    """Dev chunks of every validation (0: the recipes' own); the same chunks for every model."""
 
     @property
     def glue_recipe(self) -> dict[str, int]:
@@ -76,12 +78,13 @@ SCALES = {
     "tiny": Scale(
         "tiny",
         4_000,
-        150,
+        100,
         50,
-        "scaled-down models, 150 steps each (validated every 15), on the embedded Shakespeare "
-        "corpus (2 CPU cores)",
+        "scaled-down models, 100 steps each (validated every 10 on 256 dev chunks), on the "
+        "embedded Shakespeare corpus (2 CPU cores)",
         default_corpus=True,
-        eval_every=15,
+        eval_every=10,
+        eval_chunks=256,
         glue_epochs=1,
         glue_max_train_examples=64,
     ),
@@ -325,6 +328,8 @@ def _overrides(member: Member, settings: Settings) -> list[str]:
         overrides.append(f"device={settings.device}")
     if settings.scale.eval_every:
         overrides.append(f"eval_every={settings.scale.eval_every}")
+    if settings.scale.eval_chunks:
+        overrides.append(f"eval_chunks={settings.scale.eval_chunks}")
     if member.seed is not None:
         overrides.append(f"seed={member.seed}")
     return overrides
