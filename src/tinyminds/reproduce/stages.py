@@ -94,8 +94,8 @@ SCALES = {
         0,
         None,
         "4-6 layer, 256-wide models on a babylm-mini-sized corpus with an 8,000-token BPE, each "
-        "recipe's own step budget (the mini recipes), validated every 90 steps, every "
-        "evaluation pair (2 CPU cores: the DistilledGPT-44M chain in under an hour)",
+        "recipe's own step budget (the mini recipes), validated ten times per model, every "
+        "evaluation pair (2 CPU cores: the DistilledGPT-44M chain sized for an hour)",
         glue_epochs=3,
         glue_max_train_examples=2_000,
         selection="The mini recipes' learning rates, steps and distillation settings were chosen "
@@ -142,8 +142,9 @@ _TINY_KD = ("kl_reduction=token",)
 (docs/results/mini-2026-12-05), not BabyLlama's per-sequence sum of the tiny recipes."""
 _MINI_LLAMA_BUDGET = ("max_steps=600", "warmup_steps=60", "eval_every=60")
 """The Llama students' family at the mini scale (their large teachers, the Llama-58M baseline and
-the three students) trains 600 steps, not the DistilledGPT-44M chain's 900, so that the whole grid
-fits in 3 hours on 2 CPU cores; within the family every model has the same budget."""
+the three students) trains 600 steps, not the DistilledGPT-44M chain's 900, sized from measured
+step speeds so that the whole grid would fit in 3 hours on 2 CPU cores (not yet run whole); within
+the family every model has the same budget."""
 
 GRID: tuple[ModelEntry, ...] = (
     ModelEntry(
