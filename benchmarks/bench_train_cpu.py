@@ -155,6 +155,48 @@ def recipe_config(model: str) -> TrainConfig:
         return TrainConfig(model=model)
 
 
+def trainer_arguments(
+    config: TrainConfig,
+    out: Path,
+    *,
+    batch_size: int,
+    grad_accum: int,
+    max_steps: int,
+    eval_steps: int = 0,
+    **extra: Any,
+) -> TrainingArguments:
+    """`TrainingArguments` carrying a tinyminds config's optimisation settings (lr, cosine warm-up,
+    weight decay, Adam, clipping, seed) on the CPU in fp32, with no saving or logging; evaluation
+    every ``eval_steps`` steps (0: none)."""
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_steps=max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_eps,
+        max_grad_norm=config.grad_clip,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps or None,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        fp16=False,
+        bf16=False,
+        seed=config.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
+
+
 def run_trainer(
     model_name: str, data_dir: Path, work: Path, batch: int, warmup: int, steps: int, optim: str
 ) -> dict[str, Any]:
@@ -166,29 +208,12 @@ def run_trainer(
     model = build_model(get_spec(model_name), data.vocab_size)
     parameters = sum(p.numel() for p in model.parameters())
     extra = {"optim": optim} if optim else {}
-    args = TrainingArguments(
-        output_dir=str(work / f"trainer-{model_name}"),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1,
+    args = trainer_arguments(
+        recipe,
+        work / f"trainer-{model_name}",
+        batch_size=batch,
+        grad_accum=1,
         max_steps=warmup + steps,
-        learning_rate=recipe.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=recipe.warmup_steps,
-        weight_decay=recipe.weight_decay,
-        adam_beta1=recipe.adam_beta1,
-        adam_beta2=recipe.adam_beta2,
-        adam_epsilon=recipe.adam_eps,
-        max_grad_norm=recipe.grad_clip,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        fp16=False,
-        bf16=False,
-        seed=recipe.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         **extra,
     )
     timer = StepTimer()

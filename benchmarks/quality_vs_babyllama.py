@@ -52,14 +52,13 @@ from typing import Any
 
 import torch
 from bench_distill import BabyLlamaDistillTrainer
-from bench_train_cpu import ChunkDataset, machine_info
+from bench_train_cpu import ChunkDataset, machine_info, trainer_arguments
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForLanguageModeling,
     PrinterCallback,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
 )
 from transformers.utils import logging as hf_logging
 
@@ -131,36 +130,6 @@ class StepClock(TrainerCallback):
         self.seconds += time.perf_counter() - self._started
 
 
-def trainer_arguments(config: Any, out: Path, eval_steps: int) -> TrainingArguments:
-    """`TrainingArguments` carrying one tinyminds config's optimisation settings."""
-    return TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        adam_beta1=config.adam_beta1,
-        adam_beta2=config.adam_beta2,
-        adam_epsilon=config.adam_eps,
-        max_grad_norm=config.grad_clip,
-        eval_strategy="steps" if eval_steps else "no",
-        eval_steps=eval_steps or None,
-        save_strategy="no",
-        logging_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        fp16=False,
-        bf16=False,
-        seed=config.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-
-
 def babyllama_run(
     stage: str, config: Any, data: PreparedData, work: Path, teachers: list[Path]
 ) -> dict[str, Any]:
@@ -175,7 +144,14 @@ def babyllama_run(
     clock = StepClock()
     common = {
         "model": model,
-        "args": trainer_arguments(config, work / f"{stage}-trainer", config.eval_every),
+        "args": trainer_arguments(
+            config,
+            work / f"{stage}-trainer",
+            batch_size=config.batch_size,
+            grad_accum=config.grad_accum,
+            max_steps=config.max_steps,
+            eval_steps=config.eval_every,
+        ),
         "train_dataset": ChunkDataset(data.chunks("train")),
         "eval_dataset": ChunkDataset(dev),
         "data_collator": DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False),

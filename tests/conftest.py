@@ -15,6 +15,7 @@ import torch
 from tinyminds.console import set_quiet
 from tinyminds.data.demo_corpus import write_demo_corpus
 from tinyminds.data.prepare import PrepareOptions, prepare
+from tinyminds.training.objectives import Batch, CausalLMObjective, ObjectiveOutput
 from tinyminds.training.objectives.base import SetupContext
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +112,17 @@ def one_process_context() -> SetupContext:
         run_dir=Path("."),
         train_rows=None,
     )
+
+
+class InterruptAfter:
+    """Cross-entropy that stops the process (Ctrl-C) at a given training call."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls, self.inner = calls, CausalLMObjective()
+
+    def __call__(self, model: torch.nn.Module, batch: Batch) -> ObjectiveOutput:
+        if batch.split == "train":
+            self.calls -= 1
+            if self.calls < 0:
+                raise KeyboardInterrupt
+        return self.inner(model, batch)

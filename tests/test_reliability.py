@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import torchrun_launcher
+from conftest import InterruptAfter, torchrun_launcher
 
 from tinyminds.cli import main
 from tinyminds.config import declared_ranges, numeric_fields
@@ -29,7 +29,6 @@ from tinyminds.training import checkpoint
 from tinyminds.training.config import DistillConfig, TrainConfig
 from tinyminds.training.engine import train
 from tinyminds.training.metrics import MetricsLog, read_metrics
-from tinyminds.training.objectives import Batch, CausalLMObjective, ObjectiveOutput
 
 SETTINGS = {
     "model": "gpt2-tiny",
@@ -65,20 +64,6 @@ def train_records(run_dir: Path) -> dict[int, dict[str, float]]:
         for r in read_metrics(run_dir)
         if r["kind"] == "train"
     }
-
-
-class InterruptAfter:
-    """Cross-entropy that stops the process (Ctrl-C) at a given training call."""
-
-    def __init__(self, calls: int) -> None:
-        self.calls, self.inner = calls, CausalLMObjective()
-
-    def __call__(self, model: torch.nn.Module, batch: Batch) -> ObjectiveOutput:
-        if batch.split == "train":
-            self.calls -= 1
-            if self.calls < 0:
-                raise KeyboardInterrupt
-        return self.inner(model, batch)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import InterruptAfter
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tinyminds.data.chunks import load_prepared, validation_subset
@@ -192,20 +193,6 @@ def test_resume_after_kill_9_matches_uninterrupted_run(
     expected = final_weights(reference_run)
     for name, tensor in final_weights(out).items():
         assert torch.equal(tensor, expected[name]), name
-
-
-class InterruptAfter:
-    """Cross-entropy that stops the process (Ctrl-C) at a given training call."""
-
-    def __init__(self, calls: int) -> None:
-        self.calls, self.inner = calls, CausalLMObjective()
-
-    def __call__(self, model: torch.nn.Module, batch: Batch) -> ObjectiveOutput:
-        if batch.split == "train":
-            self.calls -= 1
-            if self.calls < 0:
-                raise KeyboardInterrupt
-        return self.inner(model, batch)
 
 
 def test_resume_skips_half_written_checkpoint_and_log_line(
