@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean check-portability
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,5 +25,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
+# Loads a fresh tiny model under transformers 4.51.3 (the BabyLM 2025 pipeline's pin) and lm-eval's
+# HFLM in a scratch environment (.venv-tf4, built on first use) and compares with transformers 5.
+check-portability: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/check_portability.py --venv .venv-tf4
+
 clean:
-	rm -rf $(VENV) tinyminds-demo
+	rm -rf $(VENV) .venv-tf4 tinyminds-demo

@@ -43,6 +43,7 @@ Run it:  python benchmarks/quality_vs_babyllama.py --corpus babylm-mini/ --eval-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -67,14 +68,14 @@ from tinyminds.data.chunks import PreparedData, load_prepared, validation_subset
 from tinyminds.data.tokenizer import load_tokenizer
 from tinyminds.evaluation.dev_ce import dev_cross_entropy
 from tinyminds.evaluation.zero_shot import evaluate
+from tinyminds.files import to_json, write_text_atomic
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.reproduce import make_settings, reproduce
-from tinyminds.reproduce.stages import GRID_BY_STAGE, members, resolved_config
+from tinyminds.reproduce.stages import GRID_BY_STAGE, SCALES, members, resolved_config
 
 CHAIN = ("gpt2-44m", "llama-60m", "distilledgpt-44m")
 """The DistilledGPT-44M chain: the two teachers, then the student."""
 TASKS = ["blimp", "supplement", "ewok"]
-SCALE = "mini"
 
 
 # --- tinyminds ------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ SCALE = "mini"
 def tinyminds_side(args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     """Run (or reuse) the chain with tinyminds; per seed and model: dev CE, scores, times."""
     settings = make_settings(
-        SCALE, args.run_dir, args.corpus, args.eval_data, TASKS, seeds=seeds, device="cpu"
+        args.scale, args.run_dir, args.corpus, args.eval_data, TASKS, seeds=seeds, device="cpu"
     )
     only = ["prepare", *(f"eval-{name}*" for name in CHAIN)]
     result = reproduce(settings, args.run_dir, only=only, command="quality_vs_babyllama.py")
@@ -192,6 +193,17 @@ def babyllama_side(side: dict[str, Any], seed: int, work: Path) -> dict[tuple[in
     for stage in CHAIN:
         member = by_stage[stage]
         config = resolved_config(member, settings, [f"data={side['data_dir']}"])
+        # A finished model of an interrupted benchmark is reused when its config is the same.
+        record_path = work / f"seed{seed}" / f"{stage}.result.json"
+        fingerprint = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+        if record_path.is_file():
+            saved = json.loads(record_path.read_text(encoding="utf-8"))
+            if saved["config"] == fingerprint and Path(saved["run"]["model_dir"]).is_dir():
+                print(f"[babyllama way] seed {seed}: {stage} reused ({record_path})", flush=True)
+                saved["run"]["model_dir"] = Path(saved["run"]["model_dir"])
+                folders[stage] = saved["run"]["model_dir"]
+                runs[(seed, stage)] = saved["run"]
+                continue
         teachers = [folders[t] for t in GRID_BY_STAGE[stage].teachers]
         print(f"[babyllama way] seed {seed}: {stage} ({config.max_steps} steps)", flush=True)
         run = babyllama_run(stage, config, data, work / f"seed{seed}", teachers)
@@ -209,6 +221,8 @@ def babyllama_side(side: dict[str, Any], seed: int, work: Path) -> dict[tuple[in
         document = json.loads(evaluation.json_path.read_text(encoding="utf-8"))
         run["scores"] = {t: 100 * v["accuracy"] for t, v in document["tasks"].items()}
         runs[(seed, stage)] = run
+        saved = {"config": fingerprint, "run": run}
+        write_text_atomic(record_path, to_json(saved) + "\n")
     return runs
 
 
@@ -367,6 +381,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="the tinyminds reproduce run")
     parser.add_argument("--work", type=Path, default=None, help="the BabyLlama way's folder")
     parser.add_argument("--seeds", default="42,7", help="comma-separated (default 42,7)")
+    parser.add_argument(
+        "--scale",
+        default="mini",
+        choices=[name for name in SCALES if name != "paper"],
+        help="the reproduce scale (default mini; tiny: a few minutes, to try the benchmark out)",
+    )
     parser.add_argument("--out-table", type=Path, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -383,10 +403,10 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(tm["data_dir"])
     text, document = report(tm, bl, seeds, data)
     header = (
-        f"# DistilledGPT-44M chain: tinyminds vs the BabyLlama way (scale {SCALE})\n\n"
+        f"# DistilledGPT-44M chain: tinyminds vs the BabyLlama way (scale {args.scale})\n\n"
         f"Machine: {json.dumps(machine_info())}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"benchmark wall time {time.perf_counter() - started:,.0f} s. Hyperparameters are the mini "
-        "recipes', chosen on dev cross-entropy only; BLiMP, the supplement and EWoK are test sets.\n\n"
+        f"benchmark wall time {time.perf_counter() - started:,.0f} s. Hyperparameters are the "
+        f"{args.scale} recipes', chosen on dev cross-entropy only; BLiMP, the supplement and EWoK are test sets.\n\n"
     )
     print(header + text)
     if args.out_table:

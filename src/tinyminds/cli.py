@@ -172,6 +172,24 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"chart:  {files.png_path}")
 
 
+def _upgrade(args: argparse.Namespace) -> None:
+    from tinyminds.data.tokenizer import make_tokenizer_portable, tokenizer_folders
+    from tinyminds.files import folder_lock
+
+    roots = [Path(folder) for folder in args.folders]
+    found = {root: tokenizer_folders(root) for root in roots}  # every error before any write
+    for root, folders in found.items():
+        if not folders:
+            raise UserError(
+                f"{root}: no model or tokenizer folder (no tokenizer_config.json) in it"
+            )
+    for root, folders in found.items():
+        with folder_lock(root, "tinyminds upgrade"):
+            for folder in folders:
+                changed = make_tokenizer_portable(folder)
+                print(f"{'upgraded' if changed else 'already portable'}: {folder}")
+
+
 def _seed_list(text: str) -> list[int]:
     """``"42,7"`` -> ``[42, 7]`` (argparse turns the ValueError into a one-line usage error)."""
     return [int(part) for part in text.split(",") if part.strip()]
@@ -529,6 +547,18 @@ def _parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if any"
     )
     sub.set_defaults(handler=_reproduce)
+
+    sub = command(
+        "upgrade",
+        "Rewrite model folders saved by an older tinyminds so that transformers 4.x (the BabyLM "
+        "2025 pipeline) loads their tokenizers as transformers 5 does; only tokenizer_config.json "
+        "changes, weights are untouched.",
+        "tinyminds upgrade runs/gpt2-44m/model\ntinyminds upgrade runs/",
+    )
+    sub.add_argument(
+        "folders", nargs="+", metavar="FOLDER", help="a model folder, or a folder to search"
+    )
+    sub.set_defaults(handler=_upgrade)
 
     sub = command(
         "demo",

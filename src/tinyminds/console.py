@@ -45,6 +45,12 @@ def info(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """Print a warning line to stderr, quiet or not (only rank 0 under torch.distributed)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def progress(total: int | None, description: str, unit: str = "it") -> tqdm:
     """A progress bar with rate and ETA; a no-op bar in quiet mode.
 

@@ -34,6 +34,7 @@ from tinyminds.data.tokenizer import (
     EOS_ID,
     encode_lines,
     load_tokenizer,
+    save_hf_tokenizer,
     save_tokenizer,
     tokenizer_hash,
     train_tokenizer,
@@ -238,7 +239,7 @@ def _prepare_locked(corpus_dir: Path, out_dir: Path, options: PrepareOptions) ->
         else:
             staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir))
             if options.tokenizer:
-                load_tokenizer(Path(options.tokenizer)).save_pretrained(str(staging))
+                save_hf_tokenizer(load_tokenizer(Path(options.tokenizer)), staging)
                 info(f"tokenizer: copied from {options.tokenizer}")
             else:
                 info(f"tokenizer: training byte-level BPE ({options.vocab_size:,} tokens)")

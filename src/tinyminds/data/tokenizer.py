@@ -15,15 +15,34 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from tinyminds.console import warn
 from tinyminds.errors import UserError
+from tinyminds.files import write_text_atomic
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 MASK = "[MASK]"
 """The masked-LM generator's extra token (MATE-KD): appended after the shared vocabulary."""
+
+PORTABLE_TOKENIZER_CONFIG: dict[str, object] = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "model_input_names": ["input_ids", "attention_mask"],
+}
+"""The ``tokenizer_config.json`` fields that make a folder load the same under transformers 4.x
+(the BabyLM 2025 pipeline pins 4.51.3) as under 5.x.
+
+transformers 5 saves ``"tokenizer_class": "TokenizersBackend"``, a class 4.x does not know
+(`AutoProcessor` stops with "Unrecognized processing class"); ``PreTrainedTokenizerFast`` names
+the same class in both (an alias in 5.x). Without ``model_input_names`` 4.x also returns
+``token_type_ids``, and ``model(**tokenizer(text))`` then adds GPT-2's token-type embedding (that
+of token 0) at every position: scores change.
+"""
+LOAD_TIME_KEYS = ("is_local", "local_files_only")
+"""Keys transformers 5 writes from the call that loaded the tokenizer, not from the tokenizer;
+dropped so that a saved folder says nothing about the machine that saved it."""
 
 
 def train_tokenizer(
@@ -57,7 +76,71 @@ def save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
         unk_token=None,
         model_max_length=256,
     )
-    wrapped.save_pretrained(str(folder))
+    save_hf_tokenizer(wrapped, folder)
+
+
+def save_hf_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """``tokenizer.save_pretrained(folder)``, then made loadable by transformers 4.x too."""
+    tokenizer.save_pretrained(str(folder))
+    make_tokenizer_portable(folder)
+
+
+def tokenizer_portability_problem(folder: Path) -> str | None:
+    """Why transformers 4.x would not load ``folder``'s tokenizer as 5.x does, or None."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return None  # a bare tokenizer.json: nothing names a class
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # loading reports an unreadable file itself
+    wrong = [
+        f"{key} is {fields.get(key)!r}, not {value!r}"
+        for key, value in PORTABLE_TOKENIZER_CONFIG.items()
+        if fields.get(key) != value
+    ]
+    return "; ".join(wrong) or None
+
+
+def warn_if_not_portable(folder: Path) -> None:
+    """Say so when ``folder`` was saved before tinyminds made its tokenizers portable."""
+    problem = tokenizer_portability_problem(folder)
+    if problem:
+        warn(
+            f"{folder}: transformers 4.x (the BabyLM 2025 pipeline) cannot load this tokenizer as "
+            f"transformers 5 does ({problem}); `tinyminds upgrade {folder}` rewrites it in place"
+        )
+
+
+def make_tokenizer_portable(folder: Path) -> bool:
+    """Rewrite ``folder/tokenizer_config.json`` in place with `PORTABLE_TOKENIZER_CONFIG`'s
+    fields (nothing else of the folder is touched); True when something changed."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no tokenizer_config.json (not a tokenizer or model folder)")
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    updated = {key: value for key, value in fields.items() if key not in LOAD_TIME_KEYS}
+    updated.update(PORTABLE_TOKENIZER_CONFIG)
+    if updated == fields:
+        return False
+    write_text_atomic(path, json.dumps(updated, indent=2, sort_keys=True) + "\n")
+    return True
+
+
+def tokenizer_folders(root: Path) -> list[Path]:
+    """Every folder at or below ``root`` holding a ``tokenizer_config.json`` (model folders, a
+    prepared data's tokenizer), hidden folders (a staging ``.model.tmp``) left out."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder")
+    found = [path.parent for path in sorted(root.rglob("tokenizer_config.json"))]
+    return [
+        folder
+        for folder in found
+        if not any(part.startswith(".") for part in folder.relative_to(root).parts)
+    ]
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:

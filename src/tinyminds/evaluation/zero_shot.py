@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from tinyminds import __version__
 from tinyminds.console import info
+from tinyminds.data.tokenizer import warn_if_not_portable
 from tinyminds.errors import UserError
 from tinyminds.evaluation.glue_tasks import load_glue, unrecognised_files
 from tinyminds.evaluation.results import ResultsWriter, TaskResult, subtask_result
@@ -62,6 +63,7 @@ def check_model_folder(folder: Path) -> None:
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    warn_if_not_portable(folder)
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as error:

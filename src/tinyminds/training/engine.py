@@ -48,7 +48,9 @@ from tinyminds.data.tokenizer import (
     load_mlm_tokenizer,
     load_tokenizer,
     mlm_tokenizer_hash,
+    save_hf_tokenizer,
     tokenizer_hash,
+    warn_if_not_portable,
 )
 from tinyminds.devices import to_device
 from tinyminds.errors import UserError
@@ -153,6 +155,7 @@ def _load_or_build_model(config: TrainConfig, data: PreparedData) -> nn.Module:
                 raise UserError(f"init_from={source}: its tokenizer is not the data's plus [MASK]")
         else:
             check_same_tokenizer(source, data)
+        warn_if_not_portable(source)
         loader = AutoModelForCausalLM if masked_lm_extra(config) == 0 else AutoModelForMaskedLM
         model = loader.from_pretrained(str(source))
         if model.config.vocab_size != data.vocab_size + masked_lm_extra(config):
@@ -230,7 +233,7 @@ def export_model(
     hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar is only noise
     model.save_pretrained(str(staging))
     tokenizer = load_mlm_tokenizer if masked_lm else load_tokenizer
-    tokenizer(data.tokenizer_dir).save_pretrained(str(staging))
+    save_hf_tokenizer(tokenizer(data.tokenizer_dir), staging)
     (staging / "tinyminds.json").write_text(to_json(info_record) + "\n", encoding="utf-8")
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)

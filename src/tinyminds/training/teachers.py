@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tinyminds.data.chunks import PreparedData
-from tinyminds.data.tokenizer import tokenizer_hash
+from tinyminds.data.tokenizer import tokenizer_hash, warn_if_not_portable
 from tinyminds.errors import UserError
 
 
@@ -51,6 +51,7 @@ def load_teacher(folder: Path, data: PreparedData, student: str) -> nn.Module:
         raise UserError(
             f"teacher {folder} is not a causal language model (saved as {', '.join(architectures)})"
         )
+    warn_if_not_portable(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder))
     except (OSError, ValueError) as error:
