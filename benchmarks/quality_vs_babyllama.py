@@ -65,7 +65,7 @@ from transformers.utils import logging as hf_logging
 
 from tinyminds.console import set_quiet
 from tinyminds.data.chunks import PreparedData, load_prepared, validation_subset
-from tinyminds.data.tokenizer import load_tokenizer
+from tinyminds.data.tokenizer import load_tokenizer, save_hf_tokenizer
 from tinyminds.evaluation.dev_ce import dev_cross_entropy
 from tinyminds.evaluation.zero_shot import evaluate
 from tinyminds.files import to_json, write_text_atomic
@@ -171,7 +171,7 @@ def babyllama_run(
     trainer.train()
     folder = work / stage
     trainer.save_model(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    save_hf_tokenizer(tokenizer, folder)
     seconds = time.perf_counter() - started
     tokens = config.max_steps * config.batch_size * config.grad_accum * data.chunk_size
     return {

@@ -190,6 +190,28 @@ def _upgrade(args: argparse.Namespace) -> None:
                 print(f"{'upgraded' if changed else 'already portable'}: {folder}")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from tinyminds.sweep.report import status_text
+    from tinyminds.sweep.runner import SPACE_COPY, run_sweep
+    from tinyminds.sweep.space import load_space
+
+    if args.status:
+        folder = Path(args.status)
+        if not (folder / SPACE_COPY).is_file():
+            raise UserError(f"{folder} holds no sweep (no {SPACE_COPY})")
+        print(status_text(load_space(folder / SPACE_COPY), folder, args.storage))
+        return
+    if not args.space or not args.out:
+        raise UserError("give the search space and --out SWEEP_DIR (or --status SWEEP_DIR)")
+    if args.workers < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--workers and --threads must be at least 1")
+    space = load_space(Path(args.space))  # checked whole before anything is written
+    report = run_sweep(
+        space, Path(args.out), workers=args.workers, storage=args.storage, threads=args.threads
+    )
+    print(f"report: {report}")
+
+
 def _seed_list(text: str) -> list[int]:
     """``"42,7"`` -> ``[42, 7]`` (argparse turns the ValueError into a one-line usage error)."""
     return [int(part) for part in text.split(",") if part.strip()]
@@ -547,6 +569,29 @@ def _parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if any"
     )
     sub.set_defaults(handler=_reproduce)
+
+    sub = command(
+        "sweep",
+        "Sweep a recipe's settings with Optuna (grid or TPE): resumable, several workers, one "
+        "ordinary run folder per trial, a report with the best trial or the Pareto front.",
+        "tinyminds sweep space.yaml --out sweeps/alpha-t\n"
+        "tinyminds sweep space.yaml --out sweeps/alpha-t --workers 2\n"
+        "tinyminds sweep --status sweeps/alpha-t",
+    )
+    sub.add_argument("space", nargs="?", help="the search space (YAML; see the README)")
+    sub.add_argument("--out", help="the sweep folder: journal, trials, report")
+    sub.add_argument(
+        "--workers", type=int, default=1, help="trials at once on this machine (default 1)"
+    )
+    sub.add_argument(
+        "--threads", type=int, help="torch threads per worker (default: the cores / workers)"
+    )
+    sub.add_argument(
+        "--storage",
+        help="an Optuna RDB storage URL instead of the journal file (e.g. postgresql://...)",
+    )
+    sub.add_argument("--status", metavar="SWEEP_DIR", help="print a sweep's progress and stop")
+    sub.set_defaults(handler=_sweep)
 
     sub = command(
         "upgrade",

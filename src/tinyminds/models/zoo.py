@@ -8,7 +8,7 @@ real number, computed on the meta device so that even GPT2-705M is counted insta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import (
@@ -141,12 +141,40 @@ _SPECS = [
 MODEL_ZOO: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 
+RESIZABLE = ("hidden", "layers", "heads", "intermediate")
+"""The sizes a model name may override: ``gpt2-small:hidden=192,layers=3`` (sweeps over width and
+depth use it)."""
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The zoo entry called ``name`` (case-insensitive); a clear error listing the names otherwise."""
-    spec = MODEL_ZOO.get(name.lower())
+    """The zoo entry called ``name`` (case-insensitive), or a zoo entry with some sizes replaced
+    (``BASE:key=value,...`` with keys from `RESIZABLE`); a clear one-line error otherwise.
+
+    A resized GPT-2 keeps an MLP of 4 x hidden unless ``intermediate`` is given, as GPT-2 does.
+    """
+    base_name, _, sizes = name.partition(":")
+    spec = MODEL_ZOO.get(base_name.lower())
     if spec is None:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(MODEL_ZOO)}")
-    return spec
+        raise UserError(f"unknown model {base_name!r}; known models: {', '.join(MODEL_ZOO)}")
+    if not sizes:
+        return spec
+    changes: dict[str, int] = {}
+    for item in sizes.split(","):
+        key, _, value = item.partition("=")
+        if key not in RESIZABLE or not value.isdigit() or int(value) < 1:
+            raise UserError(
+                f"model {name!r}: {item!r} is not SIZE=N with SIZE one of {', '.join(RESIZABLE)} "
+                "and N a positive integer"
+            )
+        changes[key] = int(value)
+    if spec.arch == "gpt2" and "hidden" in changes and "intermediate" not in changes:
+        changes["intermediate"] = 4 * changes["hidden"]
+    resized = replace(spec, name=name, paper=False, **changes)
+    if resized.hidden % resized.heads:
+        raise UserError(
+            f"model {name!r}: hidden {resized.hidden} is not a multiple of heads {resized.heads}"
+        )
+    return resized
 
 
 def build_model(spec: ModelSpec, vocab_size: int) -> PreTrainedModel:

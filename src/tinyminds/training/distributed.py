@@ -27,7 +27,15 @@ def die_with_launcher() -> bool:
     meanwhile ``--resume`` into, then waiting forever for peers. With ``PR_SET_PDEATHSIG`` the
     kernel sends SIGKILL to the worker the moment its parent, the launcher, exits.
     """
-    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    return die_with_parent()
+
+
+def die_with_parent() -> bool:
+    """On Linux, have the kernel SIGKILL this process when its parent exits (``kill -9`` of the
+    parent included); True where that was set up. Used by torchrun's workers and sweep workers."""
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -35,7 +43,7 @@ def die_with_launcher() -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() == 1:  # the launcher died before the request: follow it now
+    if os.getppid() == 1:  # the parent died before the request: follow it now
         os._exit(1)
     return True
 
