@@ -83,8 +83,18 @@ TASKS = ["blimp", "supplement", "ewok"]
 
 def tinyminds_side(args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     """Run (or reuse) the chain with tinyminds; per seed and model: dev CE, scores, times."""
+    if args.device == "auto" and torch.cuda.is_available():
+        raise SystemExit(
+            "--device auto would train tinyminds' side on the GPU; this is a CPU benchmark"
+        )
     settings = make_settings(
-        args.scale, args.run_dir, args.corpus, args.eval_data, TASKS, seeds=seeds, device="cpu"
+        args.scale,
+        args.run_dir,
+        args.corpus,
+        args.eval_data,
+        TASKS,
+        seeds=seeds,
+        device=args.device,
     )
     only = ["prepare", *(f"eval-{name}*" for name in CHAIN)]
     result = reproduce(settings, args.run_dir, only=only, command="quality_vs_babyllama.py")
@@ -386,6 +396,13 @@ def main(argv: list[str] | None = None) -> None:
         default="mini",
         choices=[name for name in SCALES if name != "paper"],
         help="the reproduce scale (default mini; tiny: a few minutes, to try the benchmark out)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "auto"],
+        default="cpu",
+        help="tinyminds' device setting (part of its stages' keys): auto reuses a run made by "
+        "`tinyminds reproduce` without --device (on a machine without a GPU, the CPU too)",
     )
     parser.add_argument("--out-table", type=Path, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
