@@ -87,6 +87,7 @@ from bench_train_cpu import (
     machine_info,
     metrics_step_seconds,
     timed_seconds,
+    trainer_arguments,
 )
 from torch import nn
 from transformers import (
@@ -265,29 +266,13 @@ def run_babyllama(
     torch.manual_seed(recipe.seed)
     student = build_model(get_spec(recipe.model), data.vocab_size)
     teachers = [AutoModelForCausalLM.from_pretrained(str(d)) for d in teacher_dirs]
-    args = TrainingArguments(
-        output_dir=str(work / "trainer-distill"),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1,
+    args = trainer_arguments(
+        recipe,
+        work / "trainer-distill",
+        batch_size=batch,
+        grad_accum=1,
         max_steps=warmup + steps,
-        learning_rate=recipe.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=recipe.warmup_steps,
-        weight_decay=recipe.weight_decay,
-        adam_beta1=recipe.adam_beta1,
-        adam_beta2=recipe.adam_beta2,
-        adam_epsilon=recipe.adam_eps,
-        max_grad_norm=recipe.grad_clip,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to=[],
-        use_cpu=not gpu,
-        fp16=gpu,
-        bf16=False,
-        seed=recipe.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        gpu=gpu,
     )
     timer = SyncedStepTimer()
     trainer = BabyLlamaDistillTrainer(

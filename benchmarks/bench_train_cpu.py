@@ -163,11 +163,12 @@ def trainer_arguments(
     grad_accum: int,
     max_steps: int,
     eval_steps: int = 0,
+    gpu: bool = False,
     **extra: Any,
 ) -> TrainingArguments:
     """`TrainingArguments` carrying a tinyminds config's optimisation settings (lr, cosine warm-up,
-    weight decay, Adam, clipping, seed) on the CPU in fp32, with no saving or logging; evaluation
-    every ``eval_steps`` steps (0: none)."""
+    weight decay, Adam, clipping, seed) on the CPU in fp32 (``gpu``: on the GPU in fp16), with no
+    saving or logging; evaluation every ``eval_steps`` steps (0: none)."""
     return TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=batch_size,
@@ -187,8 +188,8 @@ def trainer_arguments(
         save_strategy="no",
         logging_strategy="no",
         report_to=[],
-        use_cpu=True,
-        fp16=False,
+        use_cpu=not gpu,
+        fp16=gpu,
         bf16=False,
         seed=config.seed,
         dataloader_num_workers=0,
