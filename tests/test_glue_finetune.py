@@ -21,7 +21,7 @@ from conftest import shared_archive
 from transformers import AutoModelForCausalLM
 
 from tinyminds.cli import main
-from tinyminds.data.tokenizer import load_tokenizer, save_tokenizer
+from tinyminds.data.tokenizer import load_tokenizer, save_hf_tokenizer, save_tokenizer
 from tinyminds.evaluation import glue
 from tinyminds.evaluation.glue_tasks import GLUE_TASKS, GlueData, load_glue
 from tinyminds.models.zoo import ModelSpec, build_model
@@ -231,7 +231,7 @@ def test_a_tokenizer_that_cannot_pad_is_refused_before_training(
     tokenizer = load_tokenizer(model_dir)
     tokenizer.pad_token = None
     tokenizer.eos_token = None
-    tokenizer.save_pretrained(str(folder))
+    save_hf_tokenizer(tokenizer, folder)
     command = ["evaluate", str(folder), "--data", str(glue_slice), "--tasks", "glue"]
     assert main([*command, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
