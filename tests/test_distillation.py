@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import torchrun_launcher
 
+from tinyminds.data.chunks import load_prepared
 from tinyminds.data.prepare import PrepareOptions, prepare
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
@@ -94,6 +95,29 @@ def test_cached_kd_ends_within_one_percent_of_online_kd(
     mtime = (caches[0] / "meta.json").stat().st_mtime_ns
     distill(student(prepared_data, tmp_path / "again", teachers, max_steps=2))
     assert (caches[0] / "meta.json").stat().st_mtime_ns == mtime
+
+
+def test_the_summary_records_the_exposure_of_the_student_and_its_teachers(
+    teachers: list[str], prepared_data: Path, tmp_path: Path
+) -> None:
+    result = distill(student(prepared_data, tmp_path / "run", teachers, max_steps=3))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    data = load_prepared(prepared_data)
+    words_per_token = (
+        data.manifest["splits"]["train"]["words"] / data.manifest["splits"]["train"]["tokens"]
+    )
+    tokens = 3 * STUDENT_SETTINGS["batch_size"] * 128
+    assert summary["words_seen"] == result.words_seen == round(tokens * words_per_token)
+    exposure = summary["exposure"]
+    teacher_words = {}
+    for folder in teachers:  # each teacher's exported model says what it was trained on
+        info = json.loads((Path(folder) / "tinyminds.json").read_text(encoding="utf-8"))
+        teacher_words[folder] = info["words_seen"]
+        assert info["words_seen"] > 0
+    assert exposure["teachers"] == teacher_words
+    assert exposure["total_words"] == result.words_seen + sum(teacher_words.values())
+    assert exposure["student_within_limit"] and exposure["total_within_limit"]
+    assert exposure["limit_words"] == 100_000_000
 
 
 def test_sampled_and_hybrid_caches_train_toward_the_teachers(

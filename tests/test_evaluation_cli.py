@@ -89,7 +89,8 @@ def test_unknown_task_is_one_line_with_the_known_names(
     err = capsys.readouterr().err
     assert err == (
         "tinyminds evaluate: error: unknown task 'superglue'; known tasks: blimp, supplement, "
-        "ewok, glue\n"
+        "ewok, blimp_fast, supplement_fast, ewok_fast, entity_tracking, entity_tracking_fast, "
+        "wug_adj, reading, glue\n"
     )
 
 

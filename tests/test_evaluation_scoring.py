@@ -244,12 +244,17 @@ def test_prefix_trees_hold_each_shared_position_once(tokenizer) -> None:
     for (before, _), (after, shared) in itertools.pairwise(pack):
         assert before.tokens[:shared] == after.tokens[:shared]
         assert before.tokens[:-1] <= after.tokens[:-1]
-    # Limits: at most `pack_nodes` positions (a longer sequence alone) and `batch_size` sequences.
+    # Limits: `batch_size` sequences, and `pack_nodes` positions or twice the first sequence.
     small = _packs(sequences, batch_size=3, pack_nodes=8)
     assert all(len(p) <= 3 for p in small)
     for p in small:
         size = sum(len(s.tokens) - 1 - shared for s, shared in p)
-        assert size <= 8 or len(p) == 1
+        assert size <= max(8, 2 * (len(p[0][0].tokens) - 1))
+    # A long context with short options: the options share one pack (one copy of the context).
+    context = list(range(10, 60))
+    options = _sequences([(context, [70 + k, 80 + k]) for k in range(5)])
+    (shared_pack,) = _packs(options, batch_size=64, pack_nodes=8)
+    assert sum(len(s.tokens) - 1 - shared for s, shared in shared_pack) == 50 + 5  # + 1 input each
 
 
 class _NoMaskGPT2(GPT2LMHeadModel):
@@ -339,3 +344,121 @@ def test_a_pack_node_attends_to_its_path_from_the_root_only(tokenizer) -> None:
                 continue  # padding (or a root that is token 0): itself only
             assert [depths[j] for j in seen] == list(range(depths[node] + 1))
             assert tuple(tokens[j] for j in seen) in prefixes
+
+
+# --- the BabyLM 2025 convention (SPEC-2025 §1) ---------------------------------------------------
+
+
+def reference_2025(model: PreTrainedModel, tokenizer, sentence_text: str, completion: str) -> float:
+    """SPEC-2025 §1 literally, one candidate at a time: tokenise the sentence alone with offsets and
+    default special tokens, mask the completion's tokens by end offset, shift, sum."""
+    encoding = tokenizer(sentence_text, return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    start = len(sentence_text) - len(completion)
+    mask = [end > start and (begin, end) != (0, 0) for begin, end in offsets]
+    with torch.no_grad():
+        log_probs = model(torch.tensor([ids])).logits.float().log_softmax(-1)[0]
+    # inputs ids[:-1], targets ids[1:], the mask shifted the same way: token 0 is never scored.
+    return sum(float(log_probs[k - 1, ids[k]]) for k in range(1, len(ids)) if mask[k])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_2025_convention_matches_its_one_at_a_time_reference(arch: str, tokenizer) -> None:
+    model = tiny_model(arch, seed=3)
+    pairs = PAIRS + EWOK_PAIRS
+    subtask = Subtask("blimp", "toy", Path("toy.jsonl"), "0" * 64, pairs)
+    result = score_task(
+        "blimp", [subtask], model, tokenizer, batch_size=4, max_items=None, convention="2025"
+    )
+    assert result.prefix_token is None  # the 2025 pipeline adds no prefix token
+
+    def reference(pair: Pair, text: str) -> float:
+        if pair.context:  # EWoK: Context1 + " " + target, the completion " " + target
+            return reference_2025(model, tokenizer, f"{pair.context} {text}", f" {text}")
+        return reference_2025(model, tokenizer, text, text)  # the whole sentence
+
+    good = [r["good"] for r in result.pairs]
+    bad = [r["bad"] for r in result.pairs]
+    assert good == pytest.approx([reference(p, p.good) for p in pairs], abs=1e-4, rel=0)
+    assert bad == pytest.approx([reference(p, p.bad) for p in pairs], abs=1e-4, rel=0)
+    tie = result.pairs[len(PAIRS) - 1]  # the identical pair: an exact tie, counted correct
+    assert tie["tie"] and tie["correct"]
+    # The 2025 scores differ from the 2024 ones: no prefix token, the first token unscored.
+    old = score_task("blimp", [subtask], model, tokenizer, batch_size=4, max_items=None)
+    assert [r["good"] for r in old.pairs] != pytest.approx(good, abs=1e-3)
+
+
+def test_2025_convention_leaves_the_first_token_unscored(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    from tokenizers import Tokenizer
+
+    from tinyminds.evaluation.scoring import completion_requests
+
+    plain = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    text = "The cat sleeps."
+    ids = encode(plain, text)
+    # No BOS from this tokenizer: the sentence's first token is context, never scored.
+    assert completion_requests(plain, [(text, text)]) == [(ids[:1], ids[1:])]
+    one_token = plain.convert_ids_to_tokens(ids[:1])[0]
+    assert completion_requests(plain, [(one_token, one_token)]) == [(ids[:1], [])]  # scores 0
+    # EWoK: only the target's tokens (" " + target, found by offsets) are scored.
+    context, target = "The big dog sees the ball.", "The dog runs."
+    (request,) = completion_requests(plain, [(f"{context} {target}", f" {target}")])
+    assert request == (encode(plain, context), encode(plain, f" {target}"))
+    # A tokenizer that adds BOS: BOS is token 0, so every token of the sentence is scored.
+    raw = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    raw.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, BOS_ID)]
+    )
+    save_tokenizer(raw, tmp_path)
+    with_bos = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert completion_requests(with_bos, [(text, text)]) == [([BOS_ID], ids)]
+
+
+def test_2025_results_name_their_convention_and_are_not_mixed(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    from tinyminds.errors import UserError
+    from tinyminds.evaluation.compare import compare
+    from tinyminds.evaluation.zero_shot import evaluate
+
+    model_dir = tmp_path / "model"
+    tiny_model("gpt2", seed=4).save_pretrained(str(model_dir))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(model_dir))
+    data = tmp_path / "blimp_fast"
+    data.mkdir()
+    lines = [f'{{"sentence_good": "{p.good}", "sentence_bad": "{p.bad}"}}' for p in PAIRS]
+    (data / "toy.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    results = {}
+    for convention in ("2024", "2025"):
+        out = tmp_path / convention
+        evaluation = evaluate(
+            model_dir, ["blimp_fast"], [tmp_path], out, device="cpu", convention=convention
+        )
+        assert evaluation.summary["convention"] == convention
+        results[convention] = evaluation.json_path
+    with pytest.raises(UserError, match=r"scored with the 2024 convention .* the 2025 one"):
+        compare([results["2024"], results["2025"]], tmp_path / "cmp")
+    with pytest.raises(UserError, match="--convention '2023'"):
+        evaluate(model_dir, ["blimp_fast"], [tmp_path], tmp_path / "x", convention="2023")
+
+
+def test_temperature_sweep_scores_every_t_in_one_pass(tokenizer) -> None:
+    from tinyminds.evaluation.scoring import score_requests_at, sweep_record, temperature_grid
+
+    model = tiny_model("gpt2", seed=5)
+    requests = pair_requests(tokenizer, PAIRS[:5], prefix_token(tokenizer))
+    at_one, at_two = score_requests_at(model, requests, (1.0, 2.0), batch_size=3)
+    assert at_one == score_requests(model, requests, batch_size=3)  # T = 1: the same sums
+    for (context, continuation), score in zip(requests, at_two, strict=True):
+        ids = torch.tensor([context + continuation])
+        with torch.no_grad():
+            log_probs = (model(ids).logits.float() / 2.0).log_softmax(-1)[0]
+        start = len(context) - 1
+        expected = sum(float(log_probs[start + j, t]) for j, t in enumerate(continuation))
+        assert score == pytest.approx(expected, abs=1e-4)
+    assert temperature_grid(1.0, 1.2, 0.05) == (1.0, 1.05, 1.1, 1.15, 1.2)
+    # The pipeline's rule: the highest score, strict >, so the lowest T wins a tie.
+    record = sweep_record((1.0, 1.5, 2.0), [0.6, 0.7, 0.7])
+    assert (record["best_temperature"], record["best_score"]) == (1.5, 0.7)

@@ -50,7 +50,9 @@ def evaluation_data(tmp_path: Path) -> Path:
 def test_task_names_are_checked_and_listed() -> None:
     assert parse_task_names("blimp, EWOK,blimp") == ["blimp", "ewok"]
     with pytest.raises(
-        UserError, match=r"unknown task 'cbt'; known tasks: blimp, supplement, ewok, glue"
+        UserError,
+        match=r"unknown task 'cbt'; known tasks: blimp, supplement, ewok, blimp_fast, "
+        r"supplement_fast, ewok_fast, entity_tracking, entity_tracking_fast, wug_adj, reading, glue$",
     ):
         parse_task_names("blimp,cbt")
     with pytest.raises(UserError, match="no task given"):
@@ -74,14 +76,23 @@ def test_a_task_folder_or_single_files_work_for_one_task(
     assert [s.name for s in folder] == ["a_para", "b_para"]
     loose = write_jsonl(tmp_path / "loose" / "my_pairs.jsonl", [blimp_line()])
     assert [s.name for s in load_tasks(["blimp"], [loose])["blimp"]] == ["my_pairs"]
-    # With several tasks, files are assigned by their folder's name; a loose file is ambiguous.
+    # With several tasks, files are assigned by their folder's name, else by their lines' fields.
     both = load_tasks(
         ["blimp", "ewok"],
         [evaluation_data / "blimp_filtered" / "a_para.jsonl", evaluation_data / "ewok_filtered"],
     )
     assert [s.name for s in both["blimp"]] == ["a_para"] and len(both["ewok"]) == 1
-    with pytest.raises(UserError, match=r"my_pairs.jsonl: cannot tell which of blimp, ewok"):
-        load_tasks(["blimp", "ewok"], [evaluation_data, loose])
+    inferred = load_tasks(["blimp", "ewok"], [loose, evaluation_data / "ewok_filtered"])
+    assert [s.name for s in inferred["blimp"]] == ["my_pairs"]  # BLiMP lines carry a UID
+    minimal = {"sentence_good": "The cat sleeps.", "sentence_bad": "The cat sleep."}
+    supplement = write_jsonl(tmp_path / "loose2" / "extra.jsonl", [minimal])
+    with pytest.raises(
+        UserError, match=r"extra.jsonl: its lines are supplement data, which is not"
+    ):
+        load_tasks(["blimp", "ewok"], [evaluation_data, supplement])
+    unknown = write_jsonl(tmp_path / "loose3" / "odd.jsonl", [{"text": "hello"}])
+    with pytest.raises(UserError, match=r"odd.jsonl: cannot tell which of blimp, ewok"):
+        load_tasks(["blimp", "ewok"], [evaluation_data, unknown])
 
 
 def test_missing_task_folder_empty_folder_and_missing_path(

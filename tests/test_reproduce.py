@@ -129,6 +129,9 @@ def test_tiny_grid_report_reuse_and_invalidation(
                     assert row[label] == f"{100 * accuracy:.1f}", (row["model"], task)
                 else:
                     assert row[label] == "–"
+    exposure = {row["student"]: row for row in table(report, "Exposure")}
+    assert set(exposure) == {e.paper_name for e in GRID if e.role == "student"}
+    assert all(row["total <= 100M"] == "yes" for row in exposure.values())
     configs = {row["model"]: row for row in table(report, "Table 1")}
     assert configs["DistilledGPT-44M"]["steps run"] == "3"
     assert configs["DistilledGPT-44M"]["teachers"] == "GPT2-44M, Llama-60M"

@@ -113,6 +113,11 @@ def _train(args: argparse.Namespace) -> None:
         )
         print(f"model folder: {result.model_dir}")
         print(f"run folder:   {result.run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
+        if result.milestones:
+            print(
+                f"milestones:   {', '.join(result.milestones)} in {result.run_dir}/milestones "
+                f"(score them: tinyminds trajectory {result.run_dir} --data EVAL_DATA)"
+            )
 
 
 def _distill(args: argparse.Namespace) -> None:
@@ -132,12 +137,35 @@ def _distill(args: argparse.Namespace) -> None:
         print(
             f"run folder:   {result.run_dir} (config.yaml, metrics.jsonl with ce and kl, checkpoints/)"
         )
+        if result.milestones:
+            print(f"milestones:   {', '.join(result.milestones)} in {result.run_dir}/milestones")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from tinyminds.evaluation.tasks import parse_task_names
+    from tinyminds.evaluation.tasks import SUITES, parse_task_names
 
-    tasks = parse_task_names(args.tasks)  # before torch loads: a typo is reported at once
+    convention = args.convention
+    if args.suite:
+        if args.tasks is not None:
+            raise UserError("give --suite or --tasks, not both")
+        tasks, suite_convention = SUITES[args.suite]
+        if convention not in (None, suite_convention):
+            raise UserError(f"--suite {args.suite} scores with the {suite_convention} convention")
+        convention = suite_convention
+    else:
+        # before torch loads: a typo is reported at once
+        tasks = parse_task_names(args.tasks or "blimp,supplement,ewok")
+    temperatures: tuple[float, ...] = ()
+    if args.temperature_sweep:
+        from tinyminds.evaluation.scoring import temperature_grid
+
+        try:
+            low, high, step = (float(part) for part in args.temperature_sweep.split(","))
+        except ValueError:
+            raise UserError(
+                f"--temperature-sweep {args.temperature_sweep!r}: expected MIN,MAX,STEP numbers"
+            ) from None
+        temperatures = temperature_grid(low, high, step)
     from tinyminds.evaluation.results import report
     from tinyminds.evaluation.zero_shot import evaluate
 
@@ -153,6 +181,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         max_train_examples=args.max_train_examples,
         glue_batch_size=args.glue_batch_size,
+        glue_recipe=args.glue_recipe,
+        glue_padding=args.glue_padding,
+        glue_pooling=args.glue_pooling,
+        convention=convention,
+        skip_missing=args.tasks is None,  # a default or suite list: name what has no data
+        temperatures=temperatures,
     )
     print(report(result.summary))
     print(f"results: {result.json_path}")
@@ -160,6 +194,25 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"pairs:   {result.pairs_path}")
     if result.predictions_path:
         print(f"GLUE predictions: {result.predictions_path}")
+
+
+def _trajectory(args: argparse.Namespace) -> None:
+    from tinyminds.evaluation.trajectory import trajectory
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    files = trajectory(
+        Path(args.run),
+        [Path(path) for path in args.data],
+        Path(args.out) if args.out else None,
+        suite=args.suite,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(files.markdown)
+    print(f"table:  {files.markdown_path}")
+    print(f"scores: {files.json_path}")
+    print(f"chart:  {files.png_path}")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -391,10 +444,19 @@ def _parser() -> argparse.ArgumentParser:
         "model", metavar="MODEL_DIR", help="Hugging Face causal LM folder with its tokenizer"
     )
     sub.add_argument(
+        "--suite",
+        choices=["babylm-2024", "babylm-2025", "babylm-2025-fast"],
+        help="a pipeline's whole zero-shot suite instead of --tasks: babylm-2024 (blimp, "
+        "supplement, ewok; 2024 scoring), babylm-2025 (those plus entity_tracking, wug_adj and "
+        "reading; 2025 scoring), babylm-2025-fast (the fast sets its pipeline runs on checkpoints)",
+    )
+    sub.add_argument(
         "--tasks",
-        default="blimp,supplement,ewok",
-        help="comma-separated: blimp, supplement, ewok, glue (default blimp,supplement,ewok; glue "
-        "fine-tunes a LoRA classifier per task: hours on a CPU)",
+        default=None,
+        help="comma-separated: blimp, supplement, ewok, the BabyLM 2025 fast sets blimp_fast, "
+        "supplement_fast, ewok_fast, the 2025 tasks entity_tracking, entity_tracking_fast, "
+        "wug_adj, reading, and glue (default blimp,supplement,ewok; glue fine-tunes a LoRA "
+        "classifier per task: hours on a CPU)",
     )
     sub.add_argument(
         "--data",
@@ -430,6 +492,22 @@ def _parser() -> argparse.ArgumentParser:
         help="score only the first N pairs of each subtask (a quick check)",
     )
     sub.add_argument(
+        "--convention",
+        choices=["2024", "2025"],
+        default=None,
+        help="how minimal pairs are scored: 2024 (the paper's and lm-eval's: a prefix token, "
+        "every token scored; the default) or 2025 (the BabyLM 2025 pipeline's: no prefix token, "
+        "a sentence's first token unscored; the default when a 2025-only task is asked for); "
+        "recorded in the results",
+    )
+    sub.add_argument(
+        "--temperature-sweep",
+        metavar="MIN,MAX,STEP",
+        help="the BabyLM 2025 pipeline's temperature sweep (2025 convention): score at every T of "
+        "arange(MIN, MAX + STEP, STEP) too and report the best T apart from the T = 1 scores "
+        "(e.g. 1,3,0.05)",
+    )
+    sub.add_argument(
         "--epochs", type=int, metavar="N", help="GLUE: fine-tune N epochs instead of 32"
     )
     sub.add_argument(
@@ -439,9 +517,68 @@ def _parser() -> argparse.ArgumentParser:
         help="GLUE: train on a seeded random N examples of each training file (a quick check)",
     )
     sub.add_argument(
+        "--glue-recipe",
+        choices=["2024", "2025"],
+        default="2024",
+        help="GLUE: 2024 (the paper's: LoRA, 32 epochs; the default) or 2025 (the BabyLM 2025 "
+        "pipeline's: full fine-tuning, an MLP head on one position, its 7 tasks)",
+    )
+    sub.add_argument(
+        "--glue-padding",
+        choices=["right", "left"],
+        default="right",
+        help="GLUE 2025: padding side (right, the pipeline's default; its issue #38: GPT-2 models "
+        "differ by about 6 points between the two)",
+    )
+    sub.add_argument(
+        "--glue-pooling",
+        choices=["first", "last"],
+        default="first",
+        help="GLUE 2025: the position the head reads: first (position 0, the pipeline's) or the "
+        "last real token",
+    )
+    sub.add_argument(
         "--glue-batch-size", type=int, metavar="N", help="GLUE: N examples per step instead of 64"
     )
     sub.set_defaults(handler=_evaluate)
+
+    sub = command(
+        "trajectory",
+        "Score every word-milestone checkpoint of a run (RUN/milestones/chck_{N}M, saved by "
+        "training with milestones=babylm-2025) on a zero-shot suite and draw the learning "
+        "trajectory: score against words seen, one line per task.",
+        "tinyminds train gpt2-44m data=data/babylm-10m milestones=babylm-2025\n"
+        "tinyminds trajectory runs/gpt2-44m --data evaluation_data/\n"
+        "tinyminds trajectory runs/gpt2-44m --data evaluation_data/ --suite babylm-2024 "
+        "--out trajectories/gpt2-44m",
+    )
+    sub.add_argument("run", metavar="RUN_DIR", help="a run folder holding milestones/chck_*M")
+    sub.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="the evaluation data (folders of the suite's tasks); repeat for several",
+    )
+    sub.add_argument(
+        "--suite",
+        choices=["babylm-2025-fast", "babylm-2025", "babylm-2024"],
+        default="babylm-2025-fast",
+        help="tasks and scoring convention (default babylm-2025-fast, the 2025 pipeline's "
+        "checkpoint suite); tasks without data are named and skipped",
+    )
+    sub.add_argument(
+        "--out",
+        help="folder for each checkpoint's results, trajectory.json, .md and .png "
+        "(default RUN/trajectory); checkpoints already scored there are kept",
+    )
+    sub.add_argument(
+        "--batch-size", type=int, default=64, help="sequences per forward pass (default 64)"
+    )
+    sub.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if any"
+    )
+    sub.set_defaults(handler=_trajectory)
 
     sub = command(
         "compare",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyminds.errors import UserError
-from tinyminds.evaluation.tasks import TASKS
+from tinyminds.evaluation.tasks import SUITES, TASKS
 
 # Pairs scored per subtask in the demo's evaluation (the tiny scale's cap): 83 subtasks x 50 pairs
 # = 4,150 pairs per model (of 72,711 in the full suites), a few seconds per tiny model.
@@ -44,16 +44,18 @@ class EvalData:
 
     folder: Path | None
     tasks: list[str] = field(default_factory=list)
-    """The zero-shot tasks found in ``folder``, in `TASKS` order."""
+    """The 2024 zero-shot tasks found in ``folder``, in `TASKS` order."""
     looked: list[str] = field(default_factory=list)
     """Each place looked at without success, and why (for the no-data note)."""
 
 
 def zero_shot_tasks_in(folder: Path) -> list[str]:
     """The tasks whose data ``folder`` holds: an ``evaluation_data/`` folder with task folders of
-    ``.jsonl`` files, or one such task folder."""
+    ``.jsonl`` files, or one such task folder. Only the BabyLM 2024 suite's (the paper's, what
+    the demo and `reproduce` score): a 2025 folder beside them (``blimp_fast/``) is not one."""
     found = []
-    for task, fmt in TASKS.items():
+    for task in SUITES["babylm-2024"][0]:
+        fmt = TASKS[task]
         inside = folder / fmt.folder
         if (inside.is_dir() and any(inside.glob("*.jsonl"))) or (
             folder.name in (fmt.folder, task) and any(folder.glob("*.jsonl"))

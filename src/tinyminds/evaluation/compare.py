@@ -35,7 +35,12 @@ from typing import Any
 
 from tinyminds import __version__
 from tinyminds.errors import UserError
-from tinyminds.evaluation.published import PublishedScores, match_published
+from tinyminds.evaluation.published import (
+    BASELINES_2025,
+    BASELINES_2025_SOURCE,
+    PublishedScores,
+    match_published,
+)
 from tinyminds.evaluation.tasks import TASKS
 from tinyminds.files import to_json
 
@@ -75,6 +80,9 @@ class ModelResults:
     complete: bool
     tasks: dict[str, TaskScores]
     published: list[PublishedScores]
+    convention: str = "2024"
+    """How its minimal pairs were scored (`scoring.CONVENTIONS`; files written before the option
+    existed were scored the 2024 way)."""
 
 
 @dataclass
@@ -181,6 +189,7 @@ def load_results(file: Path) -> ModelResults:
     recipe = recipe if isinstance(recipe, str) else None
     parameters = model.get("parameters")
     max_items = document.get("max_items")
+    convention = str(document.get("convention", "2024"))
     return ModelResults(
         label=name,
         name=name,
@@ -190,7 +199,10 @@ def load_results(file: Path) -> ModelResults:
         max_items=max_items if isinstance(max_items, int) else None,
         complete=bool(document.get("complete", True)),
         tasks={task: _read_task(file, task, entry) for task, entry in document["tasks"].items()},
-        published=match_published(name, recipe),
+        # The paper's numbers were scored the 2024 way; 2025 results stand beside the 2025
+        # pipeline's baselines instead.
+        published=match_published(name, recipe) if convention == "2024" else list(BASELINES_2025),
+        convention=convention,
     )
 
 
@@ -346,7 +358,14 @@ def markdown(models: list[ModelResults], comparisons: list[Comparison]) -> str:
         cells = [_pct(m.tasks[task].score) if task in m.tasks else "–" for m in models]
         cells += [_pct(c.scores.get(task)) for c in columns]
         lines.append(_row([TASK_LABELS.get(task, task), *cells]))
-    if columns:
+    if columns and all(m.convention == "2025" for m in models):
+        lines.append("")
+        lines.append(
+            f"2025 baselines: {BASELINES_2025_SOURCE}. They are full-suite numbers: beside a fast "
+            "set (a subset of the same task) they are a guide, not a like-for-like comparison. "
+            "Reading is the eye-tracking score, WUG Spearman's rho, both x 100."
+        )
+    elif columns:
         lines.append("")
         lines.append(
             "Published columns: the model whose recipe or name matches the paper's (case and "
@@ -488,6 +507,13 @@ def compare(files: list[Path], out_dir: Path, against_first: bool = False) -> Co
     if len(files) < 2:
         raise UserError(f"compare needs at least 2 results files, got {len(files)}")
     models = [load_results(file) for file in files]
+    conventions = {model.convention: model.file for model in models}
+    if len(conventions) > 1:
+        (a, file_a), (b, file_b) = list(conventions.items())[:2]
+        raise UserError(
+            f"{file_a} was scored with the {a} convention and {file_b} with the {b} one; "
+            "compare results of one convention (tinyminds evaluate --convention)"
+        )
     _unique_labels(models)
     comparisons = compare_models(models, against_first)
     text = markdown(models, comparisons)

@@ -115,6 +115,35 @@ PUBLISHED: tuple[PublishedScores, ...] = (
 )
 
 
+BASELINES_2025_SOURCE = (
+    "BabyLM 2025 evaluation pipeline README, strict-small baselines, causal backend (SPEC-2025 §7; "
+    "the organisers' figures, full evaluation)"
+)
+BASELINES_2025: tuple[PublishedScores, ...] = tuple(
+    PublishedScores(
+        model,
+        BASELINES_2025_SOURCE,
+        {
+            "blimp": blimp,
+            "supplement": supplement,
+            "ewok": ewok,
+            "reading": eye_tracking,
+            "self_paced_reading": self_paced,
+            "entity_tracking": entity_tracking,
+            "wug_adj": wug,
+        },
+        label="2025 baseline",
+    )
+    for model, blimp, supplement, ewok, eye_tracking, self_paced, entity_tracking, wug in (
+        ("GPT-BERT causal 31M", 71.66, 63.21, 49.49, 9.89, 3.45, 33.96, 43.0),
+        ("GPT-2 small", 67.29, 59.09, 49.80, 0.13, 0.04, 18.92, 39.0),
+    )
+)
+"""The 2025 strict-small baselines, shown beside every comparison of 2025-convention results
+(``reading`` is the eye-tracking score, R^2 improvement x 100; ``wug_adj`` is Spearman's rho x
+100; the rest accuracies in %)."""
+
+
 def normalize(name: str) -> str:
     """``DistilledGPT-44M`` -> ``distilledgpt44m``: lower case, letters and digits only."""
     return re.sub(r"[^0-9a-z]", "", name.lower())

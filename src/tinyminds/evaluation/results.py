@@ -49,6 +49,8 @@ class TaskResult:
     seconds: float
     pairs: list[dict[str, Any]] = field(default_factory=list, repr=False)
     """Per-pair records (task, subtask, index, good, bad, correct, tie): scores only, no text."""
+    sweep: dict[str, Any] | None = None
+    """The 2025 temperature sweep (`scoring.sweep_record`), reported apart from T = 1."""
 
     @property
     def accuracy(self) -> float:
@@ -65,6 +67,7 @@ class TaskResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"temperature_sweep": self.sweep} if self.sweep else {}),
             "accuracy": self.accuracy,
             "subtask_count": len(self.subtasks),
             "n": self.n,
@@ -179,13 +182,43 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "| task | accuracy (%) | subtasks | pairs | ties | seconds |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    others = []
     for name, task in summary["tasks"].items():
         label = TASKS[name].label if name in TASKS else name
+        if "accuracy" not in task:
+            others.append((label, task))
+            continue
         lines.append(
             f"| {label} | {100 * task['accuracy']:.2f} | {task['subtask_count']} | "
             f"{task['n']:,} | {task['ties']} | {task['seconds']:.1f} |"
         )
+    if not others:
+        return "\n".join(lines)
+    if len(lines) == 2:
+        lines = []
+    else:
+        lines.append("")
+    lines += [
+        "| task | metric | score (x 100) | items | seconds |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for label, task in others:
+        lines.append(
+            f"| {label} | {METRIC_LABELS.get(task['metric'], task['metric'])} | "
+            f"{100 * task['score']:.2f} | {task['n']:,} | {task['seconds']:.1f} |"
+        )
+        if "self_paced_reading" in task:
+            lines.append(
+                f"| {label} | self-paced reading: R^2 improvement | "
+                f"{100 * task['self_paced_reading']:.2f} | {task['n']:,} | |"
+            )
     return "\n".join(lines)
+
+
+METRIC_LABELS = {
+    "spearman_rho": "Spearman rho (q of -ity vs human ratio)",
+    "r2_improvement": "eye tracking: R^2 improvement (mean of 4 measures)",
+}
 
 
 def glue_markdown_table(glue: dict[str, Any]) -> str:
@@ -218,7 +251,9 @@ def glue_markdown_table(glue: dict[str, Any]) -> str:
             )
     macro = glue["macro"]
     if macro["score"] is not None:
-        if macro["complete"]:
+        if glue.get("recipe_name") == "babylm-2025":
+            title = f"macro average ({macro['covered']} of the 2025 suite's {macro['of']} tasks)"
+        elif macro["complete"]:
             title = f"macro average ({macro['of']} tasks, no CoLA, no MNLI-mm)"
         else:
             title = (
@@ -241,13 +276,36 @@ def report(summary: dict[str, Any]) -> str:
     if glue and glue["overrides"]:
         changed = ", ".join(f"{key} {value}" for key, value in glue["overrides"].items())
         details.append(f"GLUE recipe overridden: {changed}")
+    if summary.get("convention") == "2025":
+        details.append("BabyLM 2025 scoring: no prefix token, first token unscored")
     lines = [f"{model['name']} ({', '.join(details)})"]
+    if summary.get("skipped"):
+        lines.append(f"skipped, no data given: {', '.join(summary['skipped'])}")
     used = [task["prefix_token"] for task in summary["tasks"].values() if task["prefix_token"]]
     prefixes = sorted({f"{p['token']} ({p['kind']}, id {p['id']})" for p in used})
     if prefixes:
         lines.append(f"empty contexts conditioned on the prefix token {', '.join(prefixes)}")
     if summary["tasks"]:
         lines.append(markdown_table(summary))
+    swept = {
+        name: t["temperature_sweep"]
+        for name, t in summary["tasks"].items()
+        if t.get("temperature_sweep")
+    }
+    if swept:
+        lines.append(
+            "temperature sweep (reported apart from the T = 1 scores above): "
+            + "; ".join(
+                f"{name} best at T = {sweep['best_temperature']:g} "
+                f"({100 * sweep['best_score']:.2f})"
+                for name, sweep in swept.items()
+            )
+        )
     if glue:
+        if glue.get("recipe_name") == "babylm-2025":
+            lines.append(
+                f"GLUE: the BabyLM 2025 recipe (full fine-tuning), padding {glue['padding_side']}, "
+                f"pooling {glue['pooling']} ({glue['padding_note']})"
+            )
         lines.append(glue_markdown_table(glue))
     return "\n".join(lines)

@@ -150,6 +150,95 @@ def pair_requests(
     return build_requests(tokenizer, items, prefix)
 
 
+CONVENTIONS = ("2024", "2025")
+"""How minimal pairs are scored: ``2024`` as lm-evaluation-harness does for the BabyLM 2024
+pipeline and the paper (SPEC §4: a prefix token before a sentence, every token of ``" " +
+sentence`` scored); ``2025`` as the BabyLM 2025 pipeline does (SPEC-2025 §1: the sentence alone,
+its first token never scored, EWoK's target picked out by character offsets)."""
+
+
+def temperature_grid(low: float, high: float, step: float) -> tuple[float, ...]:
+    """The 2025 pipeline's sweep: ``arange(low, high + step, step)``, each at least 1e-6
+    (SPEC-2025 §1.6), rounded to 10 decimals against float drift."""
+    if not (low > 0 and high >= low and step > 0):
+        raise UserError(
+            f"--temperature-sweep {low},{high},{step}: need 0 < MIN <= MAX and STEP > 0"
+        )
+    count = int(np.floor((high - low) / step + 1e-9)) + 1
+    return tuple(max(round(low + i * step, 10), 1e-6) for i in range(count))
+
+
+def sweep_record(temperatures: tuple[float, ...], scores: list[float]) -> dict[str, object]:
+    """A task's temperature sweep, reported apart from its T = 1 headline: the T with the highest
+    score (strict ``>``: the lowest T wins a tie, as the pipeline's loop does)."""
+    best = 0
+    for index, score in enumerate(scores):
+        if score > scores[best]:
+            best = index
+    return {
+        "temperatures": list(temperatures),
+        "scores": scores,
+        "best_temperature": temperatures[best],
+        "best_score": scores[best],
+    }
+
+
+def completion_requests(
+    tokenizer: PreTrainedTokenizerBase, items: list[tuple[str, str]]
+) -> list[Request]:
+    """Requests for (sentence, completion) items under the BabyLM 2025 ranking rule (SPEC-2025 §1).
+
+    The sentence is tokenised alone with the tokenizer's default special tokens and character
+    offsets; a token belongs to the completion (a suffix of the sentence) when its end offset is
+    past ``len(sentence) - len(completion)`` (special tokens, offsets (0, 0), never do). The causal
+    shift leaves token 0 unscored: a whole-sentence completion (BLiMP) loses its first token unless
+    the tokenizer adds a BOS. Tokens after the completion (an EOS a post-processor appends) are
+    dropped: they cannot change the scores before them. As a request: the context is every token
+    before the first scored one, the continuation the scored tokens.
+    """
+    if not tokenizer.is_fast:
+        raise UserError(
+            "the 2025 convention needs a fast tokenizer (character offsets pick the completion's "
+            "tokens); this model's tokenizer is a slow one"
+        )
+    requests: list[Request] = []
+    encodings = tokenizer(  # verbose=False: a sentence past the model's positions is cut below
+        [sentence for sentence, _ in items],
+        return_offsets_mapping=True,
+        add_special_tokens=True,
+        verbose=False,
+    )
+    for (sentence, completion), ids, offsets in zip(
+        items, encodings["input_ids"], encodings["offset_mapping"], strict=True
+    ):
+        if not sentence.endswith(completion):
+            raise ValueError("a completion must be a suffix of its sentence")
+        start = len(sentence) - len(completion)
+        inside = [end > start and (begin, end) != (0, 0) for begin, end in offsets]
+        if not any(inside[1:]):  # nothing scored: a one-token sentence
+            requests.append((list(ids), []))
+            continue
+        first = max(1, inside.index(True))
+        last = len(inside) - 1 - inside[::-1].index(True)
+        requests.append((list(ids[:first]), list(ids[first : last + 1])))
+    return requests
+
+
+def pair_requests_2025(tokenizer: PreTrainedTokenizerBase, pairs: list[Pair]) -> list[Request]:
+    """`pair_requests` under the 2025 rule: a pair without context is two whole-sentence
+    completions (BLiMP, the supplement); with a context (EWoK) the sentence is ``context + " " +
+    target`` and the completion ``" " + target``."""
+    items = []
+    for side in ("good", "bad"):
+        for pair in pairs:
+            text = getattr(pair, side)
+            if pair.context:
+                items.append((f"{pair.context} {text}", f" {text}"))
+            else:
+                items.append((text, text))
+    return completion_requests(tokenizer, items)
+
+
 def model_max_length(model: nn.Module) -> int | None:
     """The number of positions the model can attend to, read from its config as the harness does."""
     config = getattr(model, "config", None)
@@ -213,7 +302,24 @@ def score_requests(
     share_prefixes: bool | None = None,
     pack_nodes: int = PACK_NODES,
 ) -> list[float]:
-    """The sum of the float32 log-probabilities of each request's continuation, in the order given.
+    """The sum of the float32 log-probabilities of each request's continuation, in the order given
+    (`score_requests_at` at temperature 1)."""
+    return score_requests_at(
+        model, requests, (1.0,), batch_size, description, share_prefixes, pack_nodes
+    )[0]
+
+
+def score_requests_at(
+    model: nn.Module,
+    requests: list[Request],
+    temperatures: tuple[float, ...],
+    batch_size: int = 64,
+    description: str = "score",
+    share_prefixes: bool | None = None,
+    pack_nodes: int = PACK_NODES,
+) -> list[list[float]]:
+    """Per temperature T, the sum of each request's continuation log-probabilities from
+    ``log_softmax(logits / T)`` (one forward pass serves every T; the BabyLM 2025 temperature sweep).
 
     The sum itself is taken in float64 (the harness sums in float32): a 60-token sentence then
     loses no digits to rounding, and scores match a one-at-a-time reference to 1e-4. A sequence
@@ -230,7 +336,7 @@ def score_requests(
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     sequences, owners, n_distinct = _distinct_sequences(model, requests)
-    scores = [0.0] * n_distinct  # an empty continuation scores 0
+    scores = [[0.0] * n_distinct for _ in temperatures]  # an empty continuation scores 0
     device = next(model.parameters()).device
     if share_prefixes is None:
         share_prefixes = (
@@ -254,17 +360,19 @@ def score_requests(
                 else _plain_batches(sequences, batch_size)
             )
             for batch in batches:
-                done.append((torch.tensor(batch.sequences), _run(model, batch, head, device)))
+                totals = _run(model, batch, head, device, temperatures)
+                done.append((torch.tensor(batch.sequences), totals))
                 bar.update(len(batch.sequences))
             if done:
                 indices = torch.cat([index for index, _ in done]).tolist()
-                totals = torch.cat([total for _, total in done]).tolist()  # one device sync
-                for index, total in zip(indices, totals, strict=True):
-                    scores[index] = total
+                sums = torch.cat([total for _, total in done], dim=1).tolist()  # one device sync
+                for row, per_temperature in zip(scores, sums, strict=True):
+                    for index, total in zip(indices, per_temperature, strict=True):
+                        row[index] = total
     finally:
         head.remove()
         bar.close()
-    return [scores[owner] for owner in owners]
+    return [[row[owner] for owner in owners] for row in scores]
 
 
 def _distinct_sequences(
@@ -342,19 +450,23 @@ def _packs(
 
     Each sequence comes with the number of leading inputs it shares with the one before it in its
     pack: in lexicographic order that is the longest prefix it shares with any earlier one, i.e.
-    the part of it already in the tree. A pack holds at most ``pack_nodes`` distinct positions
-    (unless one sequence alone is longer) and at most ``batch_size`` sequences.
+    the part of it already in the tree. A pack holds at most ``batch_size`` sequences and at most
+    ``pack_nodes`` distinct positions, or twice its first sequence's length when that is more: a
+    long context with short completions (entity tracking: ~165 shared tokens, five 5-token
+    options) then shares its context instead of filling one pack per option.
     """
     packs: list[list[tuple[_Sequence, int]]] = []
     current: list[tuple[_Sequence, int]] = []
-    nodes = 0
+    nodes, budget = 0, pack_nodes
     previous: tuple[int, ...] = ()
     for sequence in sorted(sequences, key=lambda s: s.tokens[:-1]):
         inputs = sequence.tokens[:-1]
         shared = _common_prefix(previous, inputs) if current else 0
-        if current and (nodes + len(inputs) - shared > pack_nodes or len(current) == batch_size):
+        if current and (nodes + len(inputs) - shared > budget or len(current) == batch_size):
             packs.append(current)
             current, nodes, shared = [], 0, 0
+        if not current:
+            budget = max(pack_nodes, 2 * len(inputs))
         current.append((sequence, shared))
         nodes += len(inputs) - shared
         previous = inputs
@@ -471,10 +583,15 @@ class _ScoredPositionsOnly:
 
 
 def _run(
-    model: nn.Module, batch: _Batch, head: _ScoredPositionsOnly, device: torch.device
+    model: nn.Module,
+    batch: _Batch,
+    head: _ScoredPositionsOnly,
+    device: torch.device,
+    temperatures: tuple[float, ...] = (1.0,),
 ) -> torch.Tensor:
-    """One forward pass; the float64 sum of each sequence's scored float32 log-probabilities, on
-    the device (reading it there would wait for the GPU)."""
+    """One forward pass; per temperature, the float64 sum of each sequence's scored float32
+    log-probabilities (``[temperatures, sequences]``), on the device (reading it there would wait
+    for the GPU)."""
     inputs: dict[str, torch.Tensor | bool] = {
         "input_ids": to_device(batch.input_ids, device),
         "use_cache": False,  # no key/value cache: one pass, no generation
@@ -490,11 +607,16 @@ def _run(
     rows, columns = to_device(batch.rows, device), to_device(batch.columns, device)
     head.batch, head.rows, head.columns, head.used = batch, rows, columns, False
     logits = model(**inputs).logits
-    selected = logits[0] if head.used else logits[rows, columns]  # [positions, vocabulary]
-    log_probs = selected.float().log_softmax(-1)
-    token_log_probs = log_probs[to_device(batch.position, device), to_device(batch.targets, device)]
-    totals = torch.zeros(len(batch.sequences), dtype=torch.float64, device=device)
-    totals.index_add_(0, to_device(batch.slots, device), token_log_probs.double())
+    selected = (logits[0] if head.used else logits[rows, columns]).float()  # [positions, vocab]
+    position, targets = to_device(batch.position, device), to_device(batch.targets, device)
+    slots = to_device(batch.slots, device)
+    totals = torch.zeros(
+        (len(temperatures), len(batch.sequences)), dtype=torch.float64, device=device
+    )
+    for row, temperature in enumerate(temperatures):
+        scaled = selected if temperature == 1.0 else selected / temperature
+        token_log_probs = scaled.log_softmax(-1)[position, targets]
+        totals[row].index_add_(0, slots, token_log_probs.double())
     return totals
 
 
@@ -514,12 +636,12 @@ def _packs_are_exact(
     packed: dict[int, float] = {}
     try:
         for batch in _tree_batches(sample, len(sample), pack_nodes):
-            totals = _run(model, batch, head, device).tolist()
+            totals = _run(model, batch, head, device)[0].tolist()
             packed.update(zip(batch.sequences, totals, strict=True))
     except (TypeError, ValueError, RuntimeError, IndexError):
         return False
     for batch in _plain_batches(sample, len(sample)):
-        totals = _run(model, batch, head, device).tolist()
+        totals = _run(model, batch, head, device)[0].tolist()
         for index, total in zip(batch.sequences, totals, strict=True):
             if abs(packed[index] - total) > 1e-3:
                 return False

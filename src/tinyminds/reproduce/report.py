@@ -29,6 +29,7 @@ from tinyminds.reproduce.stages import (
     members,
     model_dir,
 )
+from tinyminds.training.exposure import STRICT_SMALL_WORDS
 from tinyminds.training.metrics import read_metrics
 
 BABYLM_10M_WORDS = 9_936_281
@@ -454,6 +455,67 @@ def quality_section(graph: Graph, settings: Settings) -> list[str]:
     return lines
 
 
+def _words(graph: Graph, stage: str, words_per_token: float) -> float | None:
+    """Words a model's training read, repeats counted (its record's, else steps x tokens)."""
+    record = _model_record(graph, stage)
+    if record is None:
+        return None
+    if isinstance(record.get("words_seen"), int):
+        return float(record["words_seen"])
+    return record["steps"] * record["tokens_per_step"] * words_per_token
+
+
+def exposure_section(graph: Graph, settings: Settings) -> list[str]:
+    """Every student's words seen, with its teachers' and generator's, against the BabyLM 2025
+    strict-small limit (SPEC-2025 §5)."""
+    prepared = _model_record(graph, "prepare")
+    words_per_token = prepared["words"] / max(prepared["tokens"], 1) if prepared else 0.0
+    rows = []
+    for member in shown(graph, settings, trained_only=True):
+        if member.entry.role != "student":
+            continue
+        own = _words(graph, member.stage, words_per_token)
+        sources = [member.of(t) for t in member.entry.teachers]
+        if member.entry.generator:
+            sources.append(member.of(member.entry.generator))
+        others = [_words(graph, stage, words_per_token) for stage in sources]
+        if own is None or any(words is None for words in others):
+            continue
+        total = own + sum(w for w in others if w is not None)
+        rows.append(
+            _row(
+                [
+                    member.label,
+                    f"{own / 1e6:.2f}",
+                    ", ".join(f"{w / 1e6:.2f}" for w in others if w is not None),
+                    f"{total / 1e6:.2f}",
+                    "yes" if own <= STRICT_SMALL_WORDS else "no",
+                    "yes" if total <= STRICT_SMALL_WORDS else "no",
+                ]
+            )
+        )
+    if not rows:
+        return ["No student finished with all of its teachers."]
+    return [
+        "Words seen in training, repeats counted (M): each student's own, its teachers' (and "
+        "generator's), and the total, against the BabyLM 2025 strict-small limit of 100M words "
+        "seen. Whether the teachers' passes count against a student's exposure is not settled by "
+        "the rules (SPEC-2025 §5), so both are checked.",
+        "",
+        *_header(
+            [
+                "student",
+                "its words",
+                "teachers (and generator)",
+                "total",
+                "student <= 100M",
+                "total <= 100M",
+            ]
+        ),
+        *rows,
+    ]
+
+
 def stage_table(graph: Graph, summary: RunSummary | None) -> list[str]:
     lines = _header(
         ["stage", "state", "wall time (s)", "tokens/s", "peak GPU memory (MiB)", "peak RSS (MiB)"],
@@ -732,6 +794,10 @@ def write_report(
         "## Quality: did the models learn?",
         "",
         *quality_section(graph, settings),
+        "",
+        "## Exposure",
+        "",
+        *exposure_section(graph, settings),
         "",
         "## Table 1: configurations",
         "",

@@ -42,6 +42,9 @@ from tinyminds.reproduce.graph import Stage, StageContext
 GENERATOR_KEY = "generator"
 """The distillation config key naming the MATE-KD generator's model folder."""
 PATH_KEYS = ("data", "out", "teachers", GENERATOR_KEY, "cache_dir")
+LATER_KEYS = {"milestones": "none", "milestone_words": []}
+"""Config keys added after the first stage keys, with their defaults: left out of a stage's key
+while at their default, so that run folders written before them stay done."""
 """Config keys that hold paths: left out of a stage's key (its inputs' keys stand for them)."""
 
 
@@ -372,7 +375,11 @@ def _model_spec(member: Member, settings: Settings) -> dict[str, Any]:
         return {"kind": "init", "config": {k: config[k] for k in kept}}
     return {
         "kind": member.entry.kind,
-        "config": {k: v for k, v in config.items() if k not in PATH_KEYS},
+        "config": {
+            k: v
+            for k, v in config.items()
+            if k not in PATH_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])
+        },
     }
 
 
@@ -440,6 +447,7 @@ def _untrained_model(config: Any, data_dir: Path, target: Path) -> dict[str, Any
         "model": config.model,
         "parameters": parameters,
         "step": 0,
+        "words_seen": 0,
         "untrained": True,
         "validation": {"ce": ce},
         "tokenizer_hash": data.tokenizer_hash,
@@ -458,6 +466,7 @@ def _untrained_model(config: Any, data_dir: Path, target: Path) -> dict[str, Any
         "tokens_per_step": 0,
         "train_seconds": 0.0,
         "tokens_per_second": 0.0,
+        "words_seen": 0,
     }
 
 
@@ -498,6 +507,7 @@ def _model_stage(member: Member, settings: Settings) -> Callable[[StageContext],
             "train_seconds": result.seconds,
             "setup_seconds": result.setup_seconds,
             "tokens_per_second": result.tokens_per_second,
+            "words_seen": result.words_seen,
             **peak(),
         }
 

@@ -247,7 +247,10 @@ def _evaluate(space: SearchSpace, folder: Path) -> dict[str, float]:
         folder / "model", space.evaluation_tasks, [space.eval_data], folder / "eval", name="model"
     )
     document = json.loads(result.json_path.read_text(encoding="utf-8"))
-    return {task: 100 * value["accuracy"] for task, value in document["tasks"].items()}
+    return {
+        task: 100 * value.get("accuracy", value.get("score", float("nan")))
+        for task, value in document["tasks"].items()
+    }
 
 
 def run_worker(space: SearchSpace, sweep_dir: Path, storage: str | None = None) -> int:

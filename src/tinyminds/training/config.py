@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from tinyminds.config import Range, check_ranges
+from tinyminds.errors import UserError
 
 
 @dataclass
@@ -69,6 +70,10 @@ class TrainConfig:
     """Write a resumable checkpoint every this many optimizer steps (0: at epoch ends only)."""
     keep_checkpoints: Annotated[int, Range(1)] = 2
     """How many of the newest checkpoints to keep."""
+    milestones: Literal["none", "babylm-2025", "custom"] = "none"
+    """Save a model folder RUN/milestones/chck_{N}M when the words seen (repeats counted) first reach N million: none; babylm-2025 (every 1M words to 10M, then every 10M to 100M, the 2025 pipeline's checkpoints); custom (milestone_words). Score them with `tinyminds trajectory RUN`."""
+    milestone_words: list[Annotated[float, Range(0, low_open=True)]] = field(default_factory=list)
+    """milestones=custom: the milestones in millions of words, e.g. [0.5, 1, 2]."""
     log_every: Annotated[int, Range(1)] = 10
     """Write a metrics line every this many optimizer steps."""
     tensorboard: bool = False
@@ -82,6 +87,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.milestones == "custom" and not self.milestone_words:
+            raise UserError("milestones=custom needs milestone_words (millions of words, e.g. 1,2)")
+        if self.milestone_words and self.milestones != "custom":
+            raise UserError(
+                f"milestone_words is used with milestones=custom, not {self.milestones}"
+            )
 
     @property
     def effective_batch(self) -> int:

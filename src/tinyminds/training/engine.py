@@ -66,6 +66,12 @@ from tinyminds.training import checkpoint
 from tinyminds.training.config import TrainConfig
 from tinyminds.training.distributed import DistContext
 from tinyminds.training.metrics import MetricsLog, read_metrics
+from tinyminds.training.milestones import (
+    MILESTONES_FOLDER,
+    milestone_name,
+    milestone_words,
+    saved_milestones,
+)
 from tinyminds.training.objectives import (
     Batch,
     CausalLMObjective,
@@ -101,6 +107,11 @@ class TrainResult:
     setup_seconds: float = 0.0
     """Time of the objective's set-up (loading teachers, building a teacher cache), part of
     ``seconds``."""
+    words_seen: int = 0
+    """Training words the run read, repeats counted (its tokens times the data's words per
+    token): the exposure the BabyLM rules limit (100M words in the 2025 strict-small track)."""
+    milestones: list[str] = field(default_factory=list)
+    """The word-milestone model folders in ``RUN/milestones`` (``chck_{N}M``), in order."""
 
 
 @dataclass
@@ -201,8 +212,13 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> bool:
     if resume and saved.is_file():
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         # ``out`` is where the folder is now: a run folder moved or copied elsewhere resumes.
+        # A key the saved config lacks was added to tinyminds after that run started: its
+        # default is what the run used.
+        defaults = to_dict(type(config)(model=config.model))
         differs = [
-            k for k, v in to_dict(config).items() if k not in RELOCATABLE and previous.get(k) != v
+            k
+            for k, v in to_dict(config).items()
+            if k not in RELOCATABLE and previous.get(k, defaults[k]) != v
         ]
         if differs:
             raise UserError(
@@ -503,6 +519,48 @@ def _train(
         tokens = step * batch * accum * chunk_tokens
         return {"tokens": tokens, "words": round(tokens * words_per_token)}
 
+    def model_info(scores: dict[str, float] | None) -> dict[str, Any]:
+        """The ``tinyminds.json`` of a model folder exported now."""
+        return {
+            "tinyminds_version": __version__,
+            "recipe": config.recipe,
+            "model": config.model,
+            "parameters": parameters,
+            "epoch": state.step / steps_per_epoch,
+            "step": state.step,
+            "words_seen": seen(state.step)["words"],  # the exported model's exposure
+            "validation": scores,
+            "data": str(data.folder.resolve()),
+            "tokenizer_hash": data.tokenizer_hash,
+            "train_text_hash": data.manifest["splits"]["train"]["text_hash"],
+        }
+
+    # Milestones still ahead (a resumed run saved the earlier ones before its checkpoint).
+    pending_milestones = [
+        words
+        for words in milestone_words(config.milestones, config.milestone_words)
+        if words > seen(state.step)["words"]
+    ]
+
+    def save_reached_milestones() -> None:
+        """Export the model under the name of every milestone its words seen have now reached."""
+        reached = []
+        while pending_milestones and seen(state.step)["words"] >= pending_milestones[0]:
+            reached.append(pending_milestones.pop(0))
+        if not reached:
+            return
+        check_finite()  # never save a diverged model
+        if context.is_main:
+            for words in reached:
+                export_model(
+                    model,
+                    data,
+                    run_dir / MILESTONES_FOLDER / milestone_name(words),
+                    {**model_info(None), "milestone_words": words},
+                    masked_lm=bool(masked_lm_extra(config)),
+                )
+        context.barrier()
+
     def log_validation() -> dict[str, Any]:
         """Validate, write the ``val`` record (with the tokens and words seen) and return it."""
         scores = validate()
@@ -682,6 +740,10 @@ def _train(
                 )
                 window.clear()
                 window_steps, timed_steps, window_start = 0, 0, time.perf_counter()
+            if pending_milestones:
+                paused = time.perf_counter()
+                save_reached_milestones()
+                window_start += time.perf_counter() - paused  # not training time
             at_boundary = state.step == epoch_end
             if config.eval_every and state.step % config.eval_every == 0 and not at_boundary:
                 # Before the step's checkpoint: a run resumed from that checkpoint keeps this
@@ -705,7 +767,6 @@ def _train(
         paused = time.perf_counter()
         record = log_validation()
         scores = {k: v for k, v in record.items() if k not in VALIDATION_EXTRAS}
-        completed = state.step / steps_per_epoch
         state.validation.append(record)
         state.validated_epochs += 1
         if scores["ce"] < state.best_ce:
@@ -715,18 +776,7 @@ def _train(
                     model,
                     data,
                     run_dir / "model",
-                    {
-                        "tinyminds_version": __version__,
-                        "recipe": config.recipe,
-                        "model": config.model,
-                        "parameters": parameters,
-                        "epoch": completed,
-                        "step": state.step,
-                        "validation": scores,
-                        "data": str(data.folder.resolve()),
-                        "tokenizer_hash": data.tokenizer_hash,
-                        "train_text_hash": data.manifest["splits"]["train"]["text_hash"],
-                    },
+                    model_info(scores),
                     masked_lm=bool(masked_lm_extra(config)),
                 )
         save_checkpoint()
@@ -746,6 +796,8 @@ def _train(
         seconds=time.perf_counter() - started,
         tokens_per_second=trained_steps * tokens_per_step / train_seconds if train_seconds else 0.0,
         setup_seconds=setup_seconds,
+        words_seen=seen(state.step)["words"],
+        milestones=[m.name for m in saved_milestones(run_dir)],
     )
     if context.is_main:
         write_json_atomic(run_dir / "summary.json", result.__dict__)

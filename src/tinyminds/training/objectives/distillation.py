@@ -12,6 +12,7 @@ keeps the epoch with the best CE.
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,9 +25,12 @@ from transformers import AutoConfig
 from tinyminds.console import info
 from tinyminds.data.chunks import load_prepared
 from tinyminds.errors import UserError
+from tinyminds.files import write_json_atomic
 from tinyminds.models.zoo import get_spec
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.engine import TrainResult, train
+from tinyminds.training.exposure import describe as describe_exposure
+from tinyminds.training.exposure import exposure_record, model_words
 from tinyminds.training.objectives.base import (
     Batch,
     Objective,
@@ -343,4 +347,19 @@ def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
         )
         generator = load_generator(Path(config.generator), data, student)
         objective = MateObjective(objective, generator)
-    return train(config, objective=objective, resume=resume)
+    result = train(config, objective=objective, resume=resume)
+    record_exposure(result, config)
+    return result
+
+
+def record_exposure(result: TrainResult, config: DistillConfig) -> None:
+    """Add the student's exposure with its teachers' (and generator's) to ``summary.json``."""
+    teachers = {path: model_words(Path(path)) for path in config.teachers}
+    generator = {config.generator: model_words(Path(config.generator))} if config.generator else {}
+    record = exposure_record(result.words_seen, teachers, generator)
+    summary_path = result.run_dir / "summary.json"
+    # The main process wrote summary.json and adds to it (under torchrun: rank 0 only).
+    if int(os.environ.get("RANK", "0")) == 0 and summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        write_json_atomic(summary_path, {**summary, "exposure": record})
+        info(describe_exposure(record))
