@@ -71,7 +71,13 @@ from tinyminds.evaluation.zero_shot import evaluate
 from tinyminds.files import to_json, write_text_atomic
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.reproduce import make_settings, reproduce
-from tinyminds.reproduce.stages import GRID_BY_STAGE, SCALES, members, resolved_config
+from tinyminds.reproduce.stages import (
+    GRID_BY_STAGE,
+    LATER_KEYS,
+    SCALES,
+    members,
+    resolved_config,
+)
 
 CHAIN = ("gpt2-44m", "llama-60m", "distilledgpt-44m")
 """The DistilledGPT-44M chain: the two teachers, then the student."""
@@ -193,6 +199,13 @@ def babyllama_run(
     }
 
 
+def _same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a finished model's saved config is ``current``; a key added to tinyminds since
+    (`LATER_KEYS`) counts as the same while ``current`` has it at its default."""
+    later = {k: v for k, v in LATER_KEYS.items() if k not in saved and current.get(k) == v}
+    return {**saved, **later} == current
+
+
 def babyllama_side(side: dict[str, Any], seed: int, work: Path) -> dict[tuple[int, str], Any]:
     """The chain of one seed the BabyLlama way, each model scored by tinyminds' code."""
     data = load_prepared(side["data_dir"])
@@ -208,7 +221,10 @@ def babyllama_side(side: dict[str, Any], seed: int, work: Path) -> dict[tuple[in
         fingerprint = json.loads(json.dumps(dataclasses.asdict(config), default=str))
         if record_path.is_file():
             saved = json.loads(record_path.read_text(encoding="utf-8"))
-            if saved["config"] == fingerprint and Path(saved["run"]["model_dir"]).is_dir():
+            if (
+                _same_config(saved["config"], fingerprint)
+                and Path(saved["run"]["model_dir"]).is_dir()
+            ):
                 print(f"[babyllama way] seed {seed}: {stage} reused ({record_path})", flush=True)
                 saved["run"]["model_dir"] = Path(saved["run"]["model_dir"])
                 folders[stage] = saved["run"]["model_dir"]
