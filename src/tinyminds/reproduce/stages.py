@@ -42,7 +42,17 @@ from tinyminds.reproduce.graph import Stage, StageContext
 GENERATOR_KEY = "generator"
 """The distillation config key naming the MATE-KD generator's model folder."""
 PATH_KEYS = ("data", "out", "teachers", GENERATOR_KEY, "cache_dir")
-LATER_KEYS = {"milestones": "none", "milestone_words": []}
+LATER_KEYS = {
+    "milestones": "none",
+    "milestone_words": [],
+    "divergence": "forward_kl",
+    "skew_alpha": 0.1,
+    "jsd_beta": 0.5,
+    "taid_t_start": 0.4,
+    "taid_t_end": 1.0,
+    "taid_momentum": 0.99,
+    "taid_step": 5e-4,
+}
 """Config keys added after the first stage keys, with their defaults: left out of a stage's key
 while at their default, so that run folders written before them stay done."""
 """Config keys that hold paths: left out of a stage's key (its inputs' keys stand for them)."""

@@ -114,7 +114,23 @@ class DistillConfig(TrainConfig):
     temperature: Annotated[float, Range(0, low_open=True)] = 2.0
     """Softmax temperature T of both distributions in the KL term."""
     kl_direction: Literal["forward", "reverse"] = "forward"
-    """forward: KL(teacher || student) (BabyLlama); reverse: KL(student || teacher)."""
+    """forward: KL(teacher || student) (BabyLlama); reverse: KL(student || teacher) (the older spelling of divergence=reverse_kl)."""
+    divergence: Literal["forward_kl", "reverse_kl", "skew_kl", "skew_reverse_kl", "jsd", "taid"] = (
+        "forward_kl"
+    )
+    """What the KD term measures between the teachers' p and the student's q (both at T; `training/objectives/divergences.py` has the formulas): forward_kl KL(p||q) (BabyLlama); reverse_kl KL(q||p); skew_kl KL(p||a p+(1-a) q) and skew_reverse_kl KL(q||a q+(1-a) p) (DistiLLM, a = skew_alpha); jsd b KL(p||m)+(1-b) KL(q||m), m = b p+(1-b) q (GKD/TRL, b = jsd_beta: small b forward-like); taid KL(p_t||q), p_t = softmax((1-t) sg(log q)+t log p) with t rising from taid_t_start (TAID, objective=kd only). A sampled cache serves forward_kl and skew_kl; the top-k cache (bucket tail) serves all."""
+    skew_alpha: Annotated[float, Range(0, 1, high_open=True)] = 0.1
+    """skew_kl, skew_reverse_kl: the share a of the distribution's own side in the mixture (DistiLLM: 0.1)."""
+    jsd_beta: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5
+    """jsd: the weight b of the teachers in the mixture m (TRL's beta; 0.5 is the plain JSD)."""
+    taid_t_start: Annotated[float, Range(0, 1, high_open=True)] = 0.4
+    """taid: the interpolation t at the first step (TAID: 0.4)."""
+    taid_t_end: Annotated[float, Range(0, 1, low_open=True)] = 1.0
+    """taid: the largest t (1: the teachers alone)."""
+    taid_momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.99
+    """taid: momentum of the relative change of the loss that speeds t up (TAID: 0.99)."""
+    taid_step: Annotated[float, Range(0, 1)] = 5e-4
+    """taid: the adaptive step of t per training step, times sigmoid(momentum) (1 - t) (TAID: 5e-4)."""
     kl_reduction: Literal["sequence", "token"] = "sequence"
     """sequence: KL summed over the 128 positions and averaged over sequences (BabyLlama's batchmean, ~128x a per-token KL); token: mean per token."""
     teacher_cache: bool = True

@@ -404,6 +404,8 @@ def _train(
                     len(train_chunks), config.seed, batch * accum, steps_per_epoch, total_steps
                 ),
                 mean=context.mean,
+                total_steps=total_steps,
+                grad_accum=accum,
             )
         )
     setup_seconds = time.perf_counter() - setup_started
@@ -459,8 +461,8 @@ def _train(
         restored_window = saved.get("window", {})
         restored_window_steps = saved.get("window_steps", 0)
         model.load_state_dict(saved["model"])
-        if isinstance(objective, nn.Module):
-            objective.load_state_dict(saved["objective"])
+        if hasattr(objective, "load_state_dict") and saved.get("objective") is not None:
+            objective.load_state_dict(saved["objective"])  # parameters, or state (TAID's t)
         if side is not None:
             side.load_side_state(saved["side"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -593,7 +595,7 @@ def _train(
         if context.is_main:
             saved_state = {
                 "model": model.state_dict(),
-                "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
+                "objective": (objective.state_dict() if hasattr(objective, "state_dict") else None),
                 "side": side.side_state() if side is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),

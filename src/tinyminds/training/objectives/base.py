@@ -56,6 +56,10 @@ class SetupContext:
     train_rows: Any
     """Sorted indices (numpy int64) of every training chunk the whole run reads, all processes and
     epochs together (`tinyminds.data.chunks.chunks_read`): what a teacher cache must hold."""
+    total_steps: int = 0
+    """The run's optimizer steps (0 where unknown)."""
+    grad_accum: int = 1
+    """Micro-batches (objective calls) per optimizer step."""
     mean: Callable[[torch.Tensor], torch.Tensor] = torch.clone
     """Averages a tensor over the processes (a copy alone): how an objective that steps its own
     optimizer (`SideSteps`) averages its gradients under torch.distributed."""

@@ -35,8 +35,6 @@ from tinyminds.training.objectives.base import (
 )
 from tinyminds.training.objectives.distillation import DistillationObjective
 from tinyminds.training.objectives.kd_losses import (
-    chunked_dense_kl,
-    dense_kl,
     info_nce,
     mean_pool,
     reduce_kl,
@@ -83,11 +81,7 @@ class ContrastiveObjective(nn.Module):
         ce = causal_lm_cross_entropy(logits, batch.input_ids)
         teachers = self.kd.run_teachers(batch.input_ids, hidden_states=hidden)
         teacher_log_probs = self.kd.ensemble_of([t.logits for t in teachers])
-        kl_fn = chunked_dense_kl if torch.is_grad_enabled() else dense_kl
-        kl = reduce_kl(
-            kl_fn(teacher_log_probs, logits, config.temperature, config.kl_direction),
-            config.kl_reduction,
-        )
+        kl = reduce_kl(self.kd.online_divergence(teacher_log_probs, logits), config.kl_reduction)
         if batch.input_ids.shape[0] >= 2:
             contrastive = sum(
                 weight

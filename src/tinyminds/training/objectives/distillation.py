@@ -38,6 +38,14 @@ from tinyminds.training.objectives.base import (
     SetupContext,
     causal_lm_cross_entropy,
 )
+from tinyminds.training.objectives.divergences import (
+    DivergenceSpec,
+    TaidSchedule,
+    bucket_log_probs,
+    cache_refusal,
+    divergence,
+    sampled_divergence,
+)
 from tinyminds.training.objectives.kd_losses import (
     chunked_dense_kl,
     chunked_hybrid_kl,
@@ -68,11 +76,29 @@ class DistillationObjective:
         self.config = config
         self.cache: TeacherCache | None = None
         self.amp_dtype: torch.dtype | None = None
+        self.divergence = DivergenceSpec(
+            divergence_name(config),  # type: ignore[arg-type]
+            skew_alpha=config.skew_alpha,
+            jsd_beta=config.jsd_beta,
+        )
+        self.taid = (
+            TaidSchedule(
+                config.taid_t_start, config.taid_t_end, config.taid_momentum, config.taid_step
+            )
+            if self.divergence.name == "taid"
+            else None
+        )
+        self.training_calls = 0
+        """Training forward passes so far (micro-batches): TAID's progress through the run."""
+        self.total_calls = 0
+        self.mean: Any = torch.clone
 
     def setup(self, context: SetupContext) -> None:
         """Teachers to the device (in the run's half precision on a GPU: they are never trained),
         then open or build the teacher cache."""
         self.amp_dtype = context.amp_dtype
+        self.total_calls = context.total_steps * context.grad_accum
+        self.mean = context.mean
         teacher_dtype = context.amp_dtype if context.device.type == "cuda" else None
         for teacher in self.teachers:
             teacher.to(device=context.device, dtype=teacher_dtype)
@@ -143,10 +169,44 @@ class DistillationObjective:
         """The teachers' ensemble log-probabilities for ``input_ids`` (runs the teachers)."""
         return self.ensemble_of([output.logits for output in self.run_teachers(input_ids)])
 
+    def online_divergence(
+        self,
+        teacher_log_probs: torch.Tensor,
+        student_logits: torch.Tensor,
+        teacher_grad: bool = False,
+    ) -> torch.Tensor:
+        """Per-position divergence ``[B, L]`` against teachers run online (the contrastive and
+        MATE-KD objectives use it too). The two KLs take the closed-form chunked path while
+        training, unless the gradient must also reach the teachers' side (``teacher_grad``:
+        MATE-KD's generator); the other divergences are plain autograd."""
+        temperature, name = self.config.temperature, self.divergence.name
+        if name in ("forward_kl", "reverse_kl"):
+            chunked = torch.is_grad_enabled() and not teacher_grad
+            kl_fn = chunked_dense_kl if chunked else dense_kl
+            direction = "forward" if name == "forward_kl" else "reverse"
+            return kl_fn(teacher_log_probs, student_logits, temperature, direction)
+        student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+        taid_t = self.taid.t if self.taid is not None else None
+        return divergence(teacher_log_probs, student, self.divergence, taid_t)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the objective: TAID's schedule (nothing otherwise)."""
+        if self.taid is None:
+            return {}
+        return {"taid": self.taid.state_dict(), "training_calls": self.training_calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.taid is not None and state:
+            self.taid.load_state_dict(state["taid"])
+            self.training_calls = int(state["training_calls"])
+
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
         config = self.config
         logits = model(input_ids=batch.input_ids).logits
         ce = causal_lm_cross_entropy(logits, batch.input_ids)
+        if self.divergence.name not in ("forward_kl", "reverse_kl"):
+            return self._other_divergence(logits, ce, batch)
+        direction = "forward" if self.divergence.name == "forward_kl" else "reverse"
         if self.cache is not None and batch.split == "train":
             ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
             if config.cache_selection == "sample":
@@ -159,7 +219,7 @@ class DistillationObjective:
                 per_position = chunked_hybrid_kl(
                     ids, log_probs, rest, logits, config.temperature, config.cache_k // 2
                 )
-            elif config.kl_direction == "forward":
+            elif direction == "forward":
                 # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
                 per_position = chunked_sparse_kl(
                     ids, log_probs, rest, logits, config.temperature, tail=config.cache_tail
@@ -171,10 +231,60 @@ class DistillationObjective:
         else:
             teacher = self.ensemble_log_probs(batch.input_ids)
             kl_fn = chunked_dense_kl if torch.is_grad_enabled() else dense_kl
-            per_position = kl_fn(teacher, logits, config.temperature, config.kl_direction)
+            per_position = kl_fn(teacher, logits, config.temperature, direction)
         kl = reduce_kl(per_position, config.kl_reduction)
         loss = kd_loss(ce, kl, config.alpha, config.temperature)
         return ObjectiveOutput(loss=loss, metrics={"ce": ce.detach(), "kl": kl.detach()})
+
+    def _other_divergence(
+        self, logits: torch.Tensor, ce: torch.Tensor, batch: Batch
+    ) -> ObjectiveOutput:
+        """The KD term with a divergence other than the KLs (plain autograd; `divergences`).
+
+        Metrics: ``div``, the divergence trained; on dev also ``kl``, the forward KL, which every
+        run reports alike; with TAID its ``taid_t``."""
+        config, spec, temperature = self.config, self.divergence, self.config.temperature
+        taid_t = self.taid.t if self.taid is not None else None
+        metrics: dict[str, torch.Tensor] = {"ce": ce.detach()}
+        if self.cache is not None and batch.split == "train":
+            ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
+            if config.cache_selection == "sample":
+                student = torch.log_softmax(logits.float() / temperature, dim=-1)
+                per_position = sampled_divergence(log_probs, student.gather(-1, ids), spec)
+            else:  # the top-k cache's k + 1 buckets (`check_distill_config` refused the rest)
+                buckets = bucket_log_probs(ids, log_probs, rest, logits, temperature)
+                per_position = divergence(*buckets, spec, taid_t)
+        else:
+            teacher = self.ensemble_log_probs(batch.input_ids)
+            student = torch.log_softmax(logits.float() / temperature, dim=-1)
+            per_position = divergence(teacher, student, spec, taid_t)
+            if not torch.is_grad_enabled():
+                forward = divergence(teacher, student, DivergenceSpec("forward_kl"))
+                metrics["kl"] = reduce_kl(forward, config.kl_reduction)
+        value = reduce_kl(per_position, config.kl_reduction)
+        metrics["div"] = value.detach()
+        if self.taid is not None:
+            metrics["taid_t"] = torch.tensor(self.taid.t, device=logits.device)
+            if torch.is_grad_enabled() and batch.split == "train":
+                # t moves after the step that used it, on the loss of every process alike.
+                self.training_calls += 1
+                progress = self.training_calls / max(self.total_calls, 1)
+                self.taid.update(float(self.mean(value.detach()).item()), progress)
+        loss = kd_loss(ce, value, config.alpha, temperature)
+        return ObjectiveOutput(loss=loss, metrics=metrics)
+
+
+def divergence_name(config: DistillConfig) -> str:
+    """The divergence a config trains with: ``divergence``, or reverse_kl where the older key
+    ``kl_direction=reverse`` says so (refused beside any other divergence)."""
+    if config.kl_direction == "reverse":
+        if config.divergence not in ("forward_kl", "reverse_kl"):
+            raise UserError(
+                f"kl_direction=reverse is the older spelling of divergence=reverse_kl; it cannot "
+                f"be combined with divergence={config.divergence} (drop kl_direction)"
+            )
+        return "reverse_kl"
+    return config.divergence
 
 
 def check_distill_config(config: DistillConfig) -> None:
@@ -193,13 +303,34 @@ def check_distill_config(config: DistillConfig) -> None:
             raise UserError(
                 f"teacher_weights must be non-negative and not all zero: {config.teacher_weights}"
             )
+    name = divergence_name(config)
+    if config.divergence == "taid" and config.objective != "kd":
+        raise UserError(
+            f"divergence=taid is available with objective=kd (its t is the KD objective's state), "
+            f"not objective={config.objective}"
+        )
+    if config.divergence == "taid" and config.taid_t_start >= config.taid_t_end:
+        raise UserError(
+            f"taid_t_start ({config.taid_t_start}) must be below taid_t_end ({config.taid_t_end})"
+        )
+    if (
+        config.teacher_cache
+        and config.objective == "kd"
+        and name not in ("forward_kl", "reverse_kl")
+    ):
+        refusal = cache_refusal(name, config.cache_selection, config.cache_tail)
+        if refusal:
+            raise UserError(refusal)
+    spelling = (
+        "kl_direction=reverse" if config.kl_direction == "reverse" else "divergence=reverse_kl"
+    )
     if (
         config.teacher_cache
         and config.cache_selection in ("sample", "hybrid")
-        and config.kl_direction == "reverse"
+        and name == "reverse_kl"
     ):
         raise UserError(
-            f"kl_direction=reverse cannot be estimated from sampled teacher tokens "
+            f"{spelling} cannot be estimated from sampled teacher tokens "
             f"(cache_selection={config.cache_selection}); use cache_selection=topk or "
             "teacher_cache=false"
         )
@@ -207,10 +338,10 @@ def check_distill_config(config: DistillConfig) -> None:
         raise UserError(
             f"cache_tail=uniform applies to cache_selection=topk, not {config.cache_selection}"
         )
-    if config.teacher_cache and config.cache_tail == "uniform" and config.kl_direction == "reverse":
+    if config.teacher_cache and config.cache_tail == "uniform" and name == "reverse_kl":
         raise UserError(
             "cache_tail=uniform is defined for the forward KL only; use cache_tail=bucket with "
-            "kl_direction=reverse"
+            f"{spelling}"
         )
     if config.cache_k < 1:
         raise UserError(f"cache_k must be at least 1, got {config.cache_k}")

@@ -68,8 +68,6 @@ from tinyminds.training.objectives.base import (
 )
 from tinyminds.training.objectives.distillation import DistillationObjective
 from tinyminds.training.objectives.kd_losses import (
-    chunked_dense_kl,
-    dense_kl,
     ensemble_log_probs,
     mate_loss,
     reduce_kl,
@@ -292,7 +290,7 @@ class MateObjective:
             teacher_logits, config.temperature, config.teacher_weights or None, config.ensemble
         )
         kl = reduce_kl(
-            dense_kl(teacher_log_probs, student_logits, config.temperature, config.kl_direction),
+            self.kd.online_divergence(teacher_log_probs, student_logits, teacher_grad=True),
             config.kl_reduction,
         )
         changed = (tokens != ids[mask]).float().mean() if tokens.numel() else kl.new_zeros(())
@@ -343,8 +341,7 @@ class MateObjective:
         size = ids.shape[0]
         ce = causal_lm_cross_entropy(logits[:size], ids)
         teacher = self.kd.ensemble_log_probs(both)
-        kl_fn = chunked_dense_kl if torch.is_grad_enabled() else dense_kl
-        per_position = kl_fn(teacher, logits, config.temperature, config.kl_direction)
+        per_position = self.kd.online_divergence(teacher, logits)
         kl_orig = reduce_kl(per_position[:size], config.kl_reduction)
         kl_adv = reduce_kl(per_position[size:], config.kl_reduction)
         loss = mate_loss(ce, kl_orig, kl_adv, self.weights, config.temperature)
