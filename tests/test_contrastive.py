@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training.config import DistillConfig
 from tinyminds.training.metrics import read_metrics
 from tinyminds.training.objectives.base import Batch
-from tinyminds.training.objectives.contrastive import ContrastiveObjective
+from tinyminds.training.objectives.contrastive import (
+    ContrastiveObjective,
+    teacher_representations,
+)
 from tinyminds.training.objectives.distillation import DistillationObjective, distill
 from tinyminds.training.objectives.kd_losses import info_nce, mean_pool
 
@@ -106,7 +110,13 @@ def _positive_similarity(
     with torch.no_grad():
         output = student(input_ids=ids, output_hidden_states=True)
         teachers = objective.kd.run_teachers(ids, hidden_states=True)
-        pairs = objective.representations(output, teachers)
+        pairs = list(
+            zip(
+                teacher_representations("hidden", teachers),
+                objective.student_representations(output),
+                strict=True,
+            )
+        )
         return sum(
             torch.nn.functional.cosine_similarity(t, s, dim=-1).mean().item() for t, s in pairs
         ) / len(pairs)
@@ -171,7 +181,6 @@ def test_logits_representation_needs_no_projection() -> None:
             {"ce_weight": 0.0, "kd_weight": 0.0, "contrastive_weight": 0.0},
             "are all zero",
         ),
-        ({"teacher_cache": True}, "set teacher_cache=false"),
         (
             {"contrastive_temperature": 0.0},
             r"'contrastive_temperature' is 0.0; allowed: a number > 0",
@@ -192,8 +201,9 @@ def test_bad_contrastive_settings_are_refused_before_training(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("teacher_cache", [False, True], ids=["online", "cached"])
 def test_contrastive_distillation_runs_and_checkpoints_projections(
-    prepared_data: Path, tmp_path: Path
+    teacher_cache: bool, prepared_data: Path, tmp_path: Path
 ) -> None:
     # Untrained teachers saved with the data's tokenizer: the run needs their outputs, not skill.
     data = load_prepared(prepared_data)
@@ -217,8 +227,14 @@ def test_contrastive_distillation_runs_and_checkpoints_projections(
         checkpoint_every=0,
         log_every=1,
         seed=11,
+        teacher_cache=teacher_cache,
+        cache_dir=str(tmp_path / "cache"),
     )
     result = distill(config)
+    if teacher_cache:  # the ensemble and both teachers' representations of the chunks read
+        meta = json.loads((tmp_path / "cache" / "meta.json").read_text(encoding="utf-8"))
+        assert meta["representations"] == {"kind": "hidden", "widths": [128, 128],
+                                           "dtype": "float32"}  # fmt: skip
     assert math.isfinite(result.best_val_ce)
     records = read_metrics(run)
     steps = [r for r in records if r["kind"] == "train"]

@@ -4,6 +4,11 @@ them, TAID's schedule, and short distillation runs with each (TAID resumed bit f
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from tinyminds.errors import UserError
 from tinyminds.training.config import DistillConfig, TrainConfig
 from tinyminds.training.engine import train
 from tinyminds.training.metrics import read_metrics
-from tinyminds.training.objectives.distillation import DistillationObjective, distill
+from tinyminds.training.objectives.distillation import distill
 from tinyminds.training.objectives.divergences import (
     DIVERGENCES,
     DivergenceSpec,
@@ -266,38 +271,60 @@ def test_distillation_trains_with_each_kind_of_teacher_source(
 
 
 @pytest.mark.slow
-def test_a_taid_run_resumes_bit_for_bit(
+def test_a_taid_run_killed_with_sigkill_resumes_bit_for_bit(
     teachers: list[str], prepared_data: Path, tmp_path: Path
 ) -> None:
-    settings = {"divergence": "taid", "cache_selection": "topk", "cache_k": 16,
-                "checkpoint_every": 5, "taid_step": 0.05}  # fmt: skip
-    reference = distill(_student(prepared_data, tmp_path / "reference", teachers, **settings))
-    ts = [r["taid_t"] for r in read_metrics(tmp_path / "reference") if r["kind"] == "train"]
+    # Both runs in subprocesses with one thread each, so that they compute alike.
+    overrides = [
+        f"data={prepared_data}", f"teachers={','.join(teachers)}", "model=gpt2-tiny",
+        "divergence=taid", "taid_step=0.05", "cache_selection=topk", "cache_k=16",
+        f"cache_dir={tmp_path / 'cache'}", "batch_size=16", "max_steps=30", "lr=3e-3",
+        "warmup_steps=4", "eval_chunks=64", "log_every=1", "checkpoint_every=5", "seed=3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tinyminds",
+            "distill",
+            "distill-tiny",
+            *overrides,
+            f"out={out}",
+            "-q",
+        ]
+
+    reference = tmp_path / "reference"
+    done = subprocess.run(command(reference), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def train_records(out: Path) -> list[dict]:
+        """The training records by step (a resumed run logs again the steps after its checkpoint)."""
+        if not (out / "metrics.jsonl").is_file():
+            return []
+        by_step = {r["step"]: r for r in read_metrics(out) if r["kind"] == "train"}
+        return [by_step[step] for step in sorted(by_step)]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    # Past the checkpoint of step 5 and well before the end (30 steps): kill -9.
+    while time.monotonic() < deadline and len(train_records(killed)) < 7:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(train_records(killed)) < 30  # it died before the end
+    resumed = subprocess.run([*command(killed), "--resume"], capture_output=True, text=True,
+                             env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    want, got = train_records(reference), train_records(killed)
+    ts = [r["taid_t"] for r in want]
     assert ts[0] == pytest.approx(0.4) and ts[-1] > ts[0] and ts == sorted(ts)
-
-    out = tmp_path / "resumed"
-    config = _student(prepared_data, out, teachers, **settings)
-
-    class Interrupted(DistillationObjective):
-        calls = 0
-
-        def __call__(self, model, batch):  # type: ignore[no-untyped-def]
-            if batch.split == "train":
-                Interrupted.calls += 1
-                if Interrupted.calls > 8:  # after the checkpoint of step 5
-                    raise KeyboardInterrupt
-            return super().__call__(model, batch)
-
-    import tinyminds.training.objectives.distillation as module
-
-    original = module.DistillationObjective
-    module.DistillationObjective = Interrupted  # type: ignore[misc]
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            distill(config)
-    finally:
-        module.DistillationObjective = original  # type: ignore[misc]
-    resumed = distill(config, resume=True)
-    assert resumed.best_val_ce == reference.best_val_ce
-    again = [r["taid_t"] for r in read_metrics(out) if r["kind"] == "train"]
-    assert again == ts
+    # t, the losses and the weights continue exactly where the checkpoint left them.
+    assert [r["taid_t"] for r in got] == ts
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]
+    weights = "model/model.safetensors"
+    assert (killed / weights).read_bytes() == (reference / weights).read_bytes()

@@ -292,7 +292,6 @@ def test_student_loss_equals_reference_on_the_perturbed_batch() -> None:
         ({"mask_fraction": 0.0}, r"\'mask_fraction\' is 0.0; allowed: a number in \(0, 1\]"),
         ({"gumbel_tau": 0.0}, r"'gumbel_tau' is 0.0; allowed: a number > 0"),
         ({"generator_lr": -1e-5}, r"'generator_lr' is -1e-05; allowed: a number >= 0"),
-        ({"teacher_cache": True}, "cannot be cached; set teacher_cache=false"),
     ],
 )
 def test_bad_mate_settings_are_refused_before_training(

@@ -134,7 +134,7 @@ class DistillConfig(TrainConfig):
     kl_reduction: Literal["sequence", "token"] = "sequence"
     """sequence: KL summed over the 128 positions and averaged over sequences (BabyLlama's batchmean, ~128x a per-token KL); token: mean per token."""
     teacher_cache: bool = True
-    """Compute the teachers' ensemble once over the training chunks and read it every epoch (top-k per token)."""
+    """Compute the teachers' ensemble once over the training chunks and read it every epoch (k tokens per position; with objective=contrastive also each teacher's representation of each chunk)."""
     cache_k: Annotated[int, Range(1)] = 128
     """Tokens stored per position in the teacher cache (4k + 4 bytes per token: 516 MB per million tokens at 128)."""
     cache_selection: Literal["topk", "sample", "hybrid"] = "sample"
@@ -146,7 +146,7 @@ class DistillConfig(TrainConfig):
     cache_batch_size: Annotated[int, Range(1)] = 64
     """Chunks per teacher forward pass while building the cache or running teachers online for validation."""
     objective: Literal["kd", "contrastive", "mate"] = "kd"
-    """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M); mate: MATE-KD, a masked-LM generator perturbs the text adversarially and the student also distills on the perturbed text (MaskedAdversarialLlama-58M). contrastive and mate run the teachers online, so teacher_cache must be false."""
+    """kd: alpha * CE + (1 - alpha) * T^2 * KL (BabyLlama); contrastive: ce_weight * CE + kd_weight * T^2 * KL + contrastive_weight * N-pair (ContrastiveLlama-58M); mate: MATE-KD, a masked-LM generator perturbs the text adversarially and the student also distills on the perturbed text (MaskedAdversarialLlama-58M). With teacher_cache=true the contrastive objective reads the teachers' ensemble and their per-chunk representations from the cache (no teacher runs in training), and mate reads its KD term on the original text from it (the teachers still score the perturbed text)."""
     ce_weight: Annotated[float, Range(0)] = 0.39
     """objective=contrastive: weight of the student's cross-entropy (paper: 0.39)."""
     kd_weight: Annotated[float, Range(0)] = 0.39

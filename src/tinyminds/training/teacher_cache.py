@@ -24,6 +24,14 @@ Layout: a folder holding four ``.npy`` files, memory-mapped when read, and ``met
 - ``rest_log_prob.npy`` ``[n_chunks, chunk_len]`` float32, log of the remaining mass (``-inf`` when
   the top-k hold all of it, e.g. k = V)
 - ``filled.npy``        ``[n_chunks]`` bool, the chunks computed so far
+- ``representation_{i}.npy`` ``[n_chunks, width_i]``, one per teacher, only in a cache built for
+  the contrastive objective: teacher i's sequence representation of each chunk (the N-pair term's
+  input: ``hidden``, the mean-pooled last hidden states, float32; ``logits``, the logits averaged
+  over the chunk, float16). They are fixed for fixed chunks, computed in the same teacher pass as
+  the top-k buckets, and name the representation in the key, so a KD run and a contrastive run
+  never share a cache. Size: ``4 * width / chunk_len`` bytes per token and teacher for ``hidden``
+  (8 bytes at width 256 and 128-token chunks: 8 MB per million tokens), ``2 * V / chunk_len`` for
+  ``logits`` (125 bytes at V = 8,000).
 
 Bytes per token: ``k * (id_bytes + 2) + 4``, i.e. ``4k + 4`` with uint16 ids (k = 32: 132 bytes;
 the ~13M tokens of BabyLM 10M take about 1.7 GB).
@@ -49,7 +57,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +75,7 @@ CACHE_FORMAT = 2
 INDICES_FILE = "top_indices.npy"
 VALUES_FILE = "top_log_probs.npy"
 REST_FILE = "rest_log_prob.npy"
+REPRESENTATION_FILE = "representation_{}.npy"
 FILLED_FILE = "filled.npy"
 META_FILE = "meta.json"
 
@@ -75,7 +84,27 @@ _NOT_WEIGHTS = frozenset(
     {"training_args.bin"}
 )  # written by transformers.Trainer: settings, not weights
 
-EnsembleFn = Callable[[torch.Tensor], torch.Tensor]
+EnsembleFn = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]"]
+"""Token ids ``[B, L]`` -> the ensemble's log-probabilities ``[B, L, V]``, or (those, each
+teacher's sequence representation ``[B, width_i]``) for a cache that stores representations."""
+
+
+@dataclass(frozen=True)
+class RepresentationSpec:
+    """The per-chunk teacher representations a contrastive cache stores beside the top-k buckets."""
+
+    kind: str
+    """``hidden`` (mean-pooled last hidden states) or ``logits`` (logits averaged over the chunk)."""
+    widths: tuple[int, ...]
+    """Each teacher's representation width, in teacher order."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 for hidden states; float16 for logit means (V wide: half the disk)."""
+        return np.dtype(np.float32 if self.kind == "hidden" else np.float16)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"kind": self.kind, "widths": list(self.widths), "dtype": self.dtype.name}
 
 
 # --- identity ---------------------------------------------------------------------------------
@@ -152,13 +181,21 @@ def index_dtype(vocab_size: int) -> np.dtype:
 
 
 def _expected_arrays(
-    n_chunks: int, chunk_len: int, k: int, vocab_size: int
+    n_chunks: int,
+    chunk_len: int,
+    k: int,
+    vocab_size: int,
+    representations: RepresentationSpec | None = None,
 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    return {
+    arrays = {
         INDICES_FILE: ((n_chunks, chunk_len, k), index_dtype(vocab_size)),
         VALUES_FILE: ((n_chunks, chunk_len, k), np.dtype(np.float16)),
         REST_FILE: ((n_chunks, chunk_len), np.dtype(np.float32)),
     }
+    if representations is not None:
+        for i, width in enumerate(representations.widths):
+            arrays[REPRESENTATION_FILE.format(i)] = ((n_chunks, width), representations.dtype)
+    return arrays
 
 
 def staging_folder(folder: Path) -> Path:
@@ -184,6 +221,8 @@ class TeacherCache:
     """``[n_chunks, chunk_len]`` float32 log of the mass outside the top k (``-inf`` allowed)."""
     filled: np.ndarray
     """``[n_chunks]`` bool: which chunks hold numbers (in memory)."""
+    representations: list[np.ndarray] = field(default_factory=list)
+    """Per teacher ``[n_chunks, width]`` sequence representations (contrastive caches only)."""
 
     @property
     def n_chunks(self) -> int:
@@ -195,18 +234,15 @@ class TeacherCache:
 
     @property
     def bytes_per_token(self) -> float:
+        representations = sum(r.shape[1] * r.dtype.itemsize for r in self.representations)
         return float(
             self.k * (self.top_indices.dtype.itemsize + self.top_log_probs.dtype.itemsize)
             + self.rest_log_prob.dtype.itemsize
+            + representations / self.chunk_len
         )
 
-    def lookup(
-        self, chunk_index: torch.Tensor, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids int64 ``[B, L, k]``, log-probs float32 ``[B, L, k]``, rest float32 ``[B, L]``) on ``device``.
-
-        ``chunk_index``: a 1-D int64 CPU tensor of chunk indices into the training split.
-        """
+    def _rows(self, chunk_index: torch.Tensor) -> np.ndarray:
+        """``chunk_index`` as numpy rows, checked to be in range and filled."""
         rows = chunk_index.detach().cpu().numpy().astype(np.int64, copy=False).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_chunks):
             raise IndexError(
@@ -218,6 +254,28 @@ class TeacherCache:
                 f"chunk {int(missing[0])} is not in the teacher cache {self.folder} "
                 f"(it holds {int(self.filled.sum()):,} of {self.n_chunks:,} chunks)"
             )
+        return rows
+
+    def lookup_representations(
+        self, chunk_index: torch.Tensor, device: torch.device
+    ) -> list[torch.Tensor]:
+        """Each teacher's ``[B, width]`` float32 representation of the chunks, on ``device``."""
+        if not self.representations:
+            raise RuntimeError(f"the teacher cache {self.folder} holds no representations")
+        rows = self._rows(chunk_index)
+        return [
+            to_device(torch.from_numpy(np.ascontiguousarray(array[rows])), device).float()
+            for array in self.representations
+        ]
+
+    def lookup(
+        self, chunk_index: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids int64 ``[B, L, k]``, log-probs float32 ``[B, L, k]``, rest float32 ``[B, L]``) on ``device``.
+
+        ``chunk_index``: a 1-D int64 CPU tensor of chunk indices into the training split.
+        """
+        rows = self._rows(chunk_index)
         ids = torch.from_numpy(np.asarray(self.top_indices[rows], dtype=np.int32))
         top = torch.from_numpy(np.ascontiguousarray(self.top_log_probs[rows]))
         rest = torch.from_numpy(np.ascontiguousarray(self.rest_log_prob[rows]))
@@ -256,7 +314,13 @@ def _npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | N
     return None
 
 
-def _cache_problem(folder: Path, key: str, n_chunks: int, chunk_len: int) -> str | None:
+def _cache_problem(
+    folder: Path,
+    key: str,
+    n_chunks: int,
+    chunk_len: int,
+    representations: RepresentationSpec | None = None,
+) -> str | None:
     """Why the cache in ``folder`` cannot be reused; None when it can."""
     meta_path = folder / META_FILE
     if not folder.is_dir():
@@ -281,10 +345,17 @@ def _cache_problem(folder: Path, key: str, n_chunks: int, chunk_len: int) -> str
     k, vocab_size = meta.get("k"), meta.get("vocab_size")
     if not isinstance(k, int) or k < 1 or not isinstance(vocab_size, int) or k > vocab_size:
         return f"meta.json has k={k!r}, vocab_size={vocab_size!r}"
+    expected_representations = representations.to_meta() if representations else None
+    if meta.get("representations") != expected_representations:
+        return (
+            f"holds representations {meta.get('representations')}, expected "
+            f"{expected_representations}"
+        )
     sizes = meta.get("bytes")
     if not isinstance(sizes, dict):
         return "meta.json records no file sizes"
-    for name, (shape, dtype) in _expected_arrays(n_chunks, chunk_len, k, vocab_size).items():
+    arrays = _expected_arrays(n_chunks, chunk_len, k, vocab_size, representations)
+    for name, (shape, dtype) in arrays.items():
         problem = _npy_problem(folder / name, shape, dtype)
         if problem is None and sizes.get(name) != (folder / name).stat().st_size:
             problem = f"{name} is not the size meta.json recorded"
@@ -293,14 +364,21 @@ def _cache_problem(folder: Path, key: str, n_chunks: int, chunk_len: int) -> str
     return _npy_problem(folder / FILLED_FILE, (n_chunks,), np.dtype(np.bool_))
 
 
-def open_cache(folder: Path, key: str, n_chunks: int, chunk_len: int) -> TeacherCache | None:
-    """The complete cache in ``folder`` when it is valid for ``key`` and the shapes, else None.
+def open_cache(
+    folder: Path,
+    key: str,
+    n_chunks: int,
+    chunk_len: int,
+    representations: RepresentationSpec | None = None,
+) -> TeacherCache | None:
+    """The complete cache in ``folder`` when it is valid for ``key``, the shapes and the
+    ``representations`` it must hold (None: none), else None.
 
     Says (`tinyminds.console.info`) why a cache is not reused. See the module docstring for the
     rules.
     """
     folder = Path(folder)
-    problem = _cache_problem(folder, key, n_chunks, chunk_len)
+    problem = _cache_problem(folder, key, n_chunks, chunk_len, representations)
     if problem is not None:
         info(f"teacher cache {folder}: {problem}; it will be built")
         return None
@@ -312,6 +390,10 @@ def open_cache(folder: Path, key: str, n_chunks: int, chunk_len: int) -> Teacher
         top_log_probs=np.load(folder / VALUES_FILE, mmap_mode="r"),
         rest_log_prob=np.load(folder / REST_FILE, mmap_mode="r"),
         filled=np.load(folder / FILLED_FILE),
+        representations=[
+            np.load(folder / REPRESENTATION_FILE.format(i), mmap_mode="r")
+            for i in range(len(representations.widths) if representations else 0)
+        ],
     )
 
 
@@ -388,12 +470,21 @@ def rank_share(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return np.array_split(np.asarray(rows, dtype=np.int64), world_size)[rank]
 
 
-def create_arrays(staging: Path, *, n_chunks: int, chunk_len: int, k: int, vocab_size: int) -> None:
-    """Start a build: an empty ``staging`` folder holding the three arrays at full size."""
+def create_arrays(
+    staging: Path,
+    *,
+    n_chunks: int,
+    chunk_len: int,
+    k: int,
+    vocab_size: int,
+    representations: RepresentationSpec | None = None,
+) -> None:
+    """Start a build: an empty ``staging`` folder holding the arrays at full size."""
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    for name, (shape, dtype) in _expected_arrays(n_chunks, chunk_len, k, vocab_size).items():
+    arrays = _expected_arrays(n_chunks, chunk_len, k, vocab_size, representations)
+    for name, (shape, dtype) in arrays.items():
         array = np.lib.format.open_memmap(staging / name, mode="w+", dtype=dtype, shape=shape)
         array.flush()
         del array
@@ -411,10 +502,12 @@ def fill_rows(
     device: torch.device,
     selection: str = "topk",
     seed: int = 0,
+    n_representations: int = 0,
 ) -> None:
     """Run the ensemble on ``chunks[rows]`` and write its top-k buckets (or k sampled tokens,
     ``selection="sample"``, or a top-k head and a sampled tail, ``selection="hybrid"``; chunk c
-    drawn with seed ``seed + c``) into the arrays in ``folder``.
+    drawn with seed ``seed + c``) into the arrays in ``folder``; with ``n_representations``,
+    ``ensemble_log_probs`` also returns that many per-teacher representations, written beside.
 
     ``rows``: sorted chunk indices; neighbours are computed together so that writes stay local.
     """
@@ -426,6 +519,10 @@ def fill_rows(
     indices = np.lib.format.open_memmap(folder / INDICES_FILE, mode="r+")
     values = np.lib.format.open_memmap(folder / VALUES_FILE, mode="r+")
     rest = np.lib.format.open_memmap(folder / REST_FILE, mode="r+")
+    representations = [
+        np.lib.format.open_memmap(folder / REPRESENTATION_FILE.format(i), mode="r+")
+        for i in range(n_representations)
+    ]
     chunk_len = int(chunks.shape[1])
     bar = progress(rows.size * chunk_len, "teacher cache", unit="tok")
     try:
@@ -433,7 +530,15 @@ def fill_rows(
             for start in range(0, rows.size, batch_size):
                 batch_rows = rows[start : start + batch_size]
                 input_ids = torch.from_numpy(np.asarray(chunks[batch_rows], dtype=np.int64))
-                log_probs = ensemble_log_probs(to_device(input_ids, device))
+                output = ensemble_log_probs(to_device(input_ids, device))
+                log_probs, teacher_representations = (
+                    output if isinstance(output, tuple) else (output, [])
+                )
+                if len(teacher_representations) != n_representations:
+                    raise ValueError(
+                        f"ensemble_log_probs returned {len(teacher_representations)} "
+                        f"representations, expected {n_representations}"
+                    )
                 expected = (batch_rows.size, chunk_len, vocab_size)
                 if tuple(log_probs.shape) != expected:
                     raise ValueError(
@@ -449,12 +554,16 @@ def fill_rows(
                 indices[batch_rows] = ids.cpu().numpy().astype(indices.dtype)
                 values[batch_rows] = top.half().cpu().numpy()
                 rest[batch_rows] = remainder.cpu().numpy()
+                for array, representation in zip(
+                    representations, teacher_representations, strict=True
+                ):
+                    array[batch_rows] = representation.float().cpu().numpy().astype(array.dtype)
                 bar.update(batch_rows.size * chunk_len)
-        for array in (indices, values, rest):
+        for array in (indices, values, rest, *representations):
             array.flush()
     finally:
         bar.close()
-        del indices, values, rest
+        del indices, values, rest, representations
 
 
 def _write_filled(folder: Path, filled: np.ndarray) -> None:
@@ -490,7 +599,8 @@ class CacheJob:
     chunks: np.ndarray
     """``[n_chunks, chunk_len]`` token ids of the training split."""
     ensemble_log_probs: EnsembleFn
-    """Token ids ``[B, L]`` on ``device`` -> the ensemble's log-probabilities ``[B, L, V]``."""
+    """Token ids ``[B, L]`` on ``device`` -> the ensemble's log-probabilities ``[B, L, V]`` (and
+    the teachers' representations when ``representations`` is set)."""
     k: int
     vocab_size: int
     batch_size: int
@@ -499,6 +609,7 @@ class CacheJob:
     rank: int = 0
     world_size: int = 1
     barrier: Callable[[], None] = lambda: None
+    representations: RepresentationSpec | None = None
 
     @property
     def seed(self) -> int:
@@ -518,6 +629,7 @@ class CacheJob:
             device=self.device,
             selection=self.selection,
             seed=self.seed,
+            n_representations=len(self.representations.widths) if self.representations else 0,
         )
 
 
@@ -554,6 +666,7 @@ def build_cache(job: CacheJob, rows: np.ndarray | None = None) -> TeacherCache:
                 chunk_len=chunk_len,
                 k=job.k,
                 vocab_size=job.vocab_size,
+                representations=job.representations,
             )
         job.barrier()
         job.fill(staging, rows)
@@ -562,7 +675,9 @@ def build_cache(job: CacheJob, rows: np.ndarray | None = None) -> TeacherCache:
             filled = np.zeros(n_chunks, dtype=np.bool_)
             filled[rows] = True
             np.save(staging / FILLED_FILE, filled)
-            arrays = _expected_arrays(n_chunks, chunk_len, job.k, job.vocab_size)
+            arrays = _expected_arrays(
+                n_chunks, chunk_len, job.k, job.vocab_size, job.representations
+            )
             seconds = time.perf_counter() - started
             meta = {
                 "format": CACHE_FORMAT,
@@ -572,6 +687,7 @@ def build_cache(job: CacheJob, rows: np.ndarray | None = None) -> TeacherCache:
                 "n_chunks": n_chunks,
                 "chunk_len": chunk_len,
                 "vocab_size": job.vocab_size,
+                "representations": (job.representations.to_meta() if job.representations else None),
                 "shapes": {name: list(shape) for name, (shape, _) in arrays.items()},
                 "dtypes": {name: dtype.name for name, (_, dtype) in arrays.items()},
                 "bytes": {name: (staging / name).stat().st_size for name in arrays},
@@ -631,7 +747,7 @@ def _report(tokens: int, seconds: float, filled: int, n_chunks: int) -> None:
 
 def _reopen(job: CacheJob, n_chunks: int, chunk_len: int, rows: np.ndarray) -> TeacherCache:
     job.barrier()
-    cache = open_cache(Path(job.folder), job.key, n_chunks, chunk_len)
+    cache = open_cache(Path(job.folder), job.key, n_chunks, chunk_len, job.representations)
     if cache is None or not cache.filled[rows].all():
         raise RuntimeError(f"the teacher cache just written in {job.folder} does not validate")
     return cache
@@ -652,8 +768,10 @@ def open_or_build_cache(
     barrier: Callable[[], None] = lambda: None,
     selection: str = "topk",
     rows: np.ndarray | None = None,
+    representations: RepresentationSpec | None = None,
 ) -> TeacherCache:
-    """A cache in ``folder`` valid for ``key`` that holds the chunks ``rows`` (default: all).
+    """A cache in ``folder`` valid for ``key`` that holds the chunks ``rows`` (default: all), and
+    the teachers' ``representations`` when given (``ensemble_log_probs`` then returns them too).
 
     Reuses a valid cache as it is when it holds them all, adds the missing ones to it
     (`extend_cache`), or builds a new one (`build_cache`, replacing whatever is there). Every
@@ -673,10 +791,11 @@ def open_or_build_cache(
         rank=rank,
         world_size=world_size,
         barrier=barrier,
+        representations=representations,
     )
     n_chunks, chunk_len = (int(n) for n in chunks.shape)
     needed = np.arange(n_chunks) if rows is None else np.unique(rows)
-    cache = open_cache(job.folder, key, n_chunks, chunk_len)
+    cache = open_cache(job.folder, key, n_chunks, chunk_len, representations)
     if cache is None or cache.k != k:
         return build_cache(job, needed)
     missing = needed[~cache.filled[needed]]

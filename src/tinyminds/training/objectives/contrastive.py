@@ -14,15 +14,19 @@ Representations (``contrastive_representation``):
   its checkpoints; the exported student does not contain them.
 - ``logits`` (the authors' code): the logits averaged over the chunk, compared as they are.
 
-The teacher-logit cache holds top-k log-probabilities, from which neither representation can be
-recovered, so this objective runs the teachers online (``teacher_cache=false``, enforced by
-`check_distill_config`). The negatives are the other sequences of the same micro-batch on the same
+With the teacher cache (``teacher_cache=true``) the KD term reads the cached ensemble as the kd
+objective does, and the teachers' representations of each training chunk, fixed for fixed chunks,
+are stored in the same cache (computed in the same teacher pass as the top-k buckets, by the same
+`teacher_representations` as the online path): training then runs no teacher at all. Validation
+runs them online on the dev chunks. The negatives are the other sequences of the same micro-batch on the same
 process: ``N = batch_size / processes`` (32 with the paper's batch on one GPU); under
 torch.distributed each process contrasts its own share (the engine averages the projections'
 gradients over processes like the student's). Training refuses ``N < 2``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,12 +37,24 @@ from tinyminds.training.objectives.base import (
     SetupContext,
     causal_lm_cross_entropy,
 )
-from tinyminds.training.objectives.distillation import DistillationObjective
+from tinyminds.training.objectives.distillation import (
+    CachedRepresentation,
+    DistillationObjective,
+)
 from tinyminds.training.objectives.kd_losses import (
     info_nce,
     mean_pool,
     reduce_kl,
 )
+from tinyminds.training.teacher_cache import RepresentationSpec
+
+
+def teacher_representations(kind: str, outputs: list[Any]) -> list[torch.Tensor]:
+    """Each teacher's ``[B, width]`` sequence representation: its last hidden states mean-pooled
+    over the chunk (``hidden``) or its logits averaged over the chunk (``logits``), float32."""
+    if kind == "logits":
+        return [mean_pool(output.logits) for output in outputs]
+    return [mean_pool(output.hidden_states[-1]) for output in outputs]
 
 
 class ContrastiveObjective(nn.Module):
@@ -49,48 +65,58 @@ class ContrastiveObjective(nn.Module):
         # A plain object, not a submodule: the teachers are never trained nor checkpointed.
         self.kd = kd
         self.config = kd.config
+        kind = self.config.contrastive_representation
         self.projections = nn.ModuleList()
-        if self.config.contrastive_representation == "hidden":
+        widths = [int(teacher.config.hidden_size) for teacher in kd.teachers]
+        if kind == "hidden":
             with torch.random.fork_rng(devices=[]):  # same init for a seed, whatever ran before
                 torch.manual_seed(seed)
-                for teacher in kd.teachers:
-                    width = int(teacher.config.hidden_size)
+                for width in widths:
                     self.projections.append(nn.Linear(student_width, width, bias=False))
+        else:
+            widths = [int(teacher.config.vocab_size) for teacher in kd.teachers]
+        # What the teacher cache stores beside the ensemble when teacher_cache=true.
+        kd.representation = CachedRepresentation(
+            RepresentationSpec(kind, tuple(widths)),
+            lambda outputs: teacher_representations(kind, outputs),
+        )
 
     def setup(self, context: SetupContext) -> None:
         self.kd.setup(context)
 
-    def representations(
-        self, student_output: object, teacher_outputs: list[object]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(teacher, student) ``[B, D]`` representation pairs in each teacher's space."""
+    def student_representations(self, student_output: Any) -> list[torch.Tensor]:
+        """The student's ``[B, D]`` representation in each teacher's space (projected for
+        ``hidden``; the averaged logits as they are for ``logits``)."""
         if self.config.contrastive_representation == "logits":
-            student = mean_pool(student_output.logits)  # type: ignore[attr-defined]
-            return [(mean_pool(t.logits), student) for t in teacher_outputs]  # type: ignore[attr-defined]
-        pooled = mean_pool(student_output.hidden_states[-1])  # type: ignore[attr-defined]
-        return [
-            (mean_pool(t.hidden_states[-1]), projection(pooled))  # type: ignore[attr-defined]
-            for t, projection in zip(teacher_outputs, self.projections, strict=True)
-        ]
+            return [mean_pool(student_output.logits)] * len(self.kd.teachers)
+        pooled = mean_pool(student_output.hidden_states[-1])
+        return [projection(pooled) for projection in self.projections]
 
     def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
-        config = self.config
+        config, kd = self.config, self.kd
         hidden = config.contrastive_representation == "hidden"
         output = model(input_ids=batch.input_ids, output_hidden_states=hidden)
         logits = output.logits
         ce = causal_lm_cross_entropy(logits, batch.input_ids)
-        teachers = self.kd.run_teachers(batch.input_ids, hidden_states=hidden)
-        teacher_log_probs = self.kd.ensemble_of([t.logits for t in teachers])
-        kl = reduce_kl(self.kd.online_divergence(teacher_log_probs, logits), config.kl_reduction)
+        if kd.cache is not None and batch.split == "train":
+            per_position = kd.cached_divergence(logits, batch)
+            teachers = kd.cache.lookup_representations(batch.chunk_index, logits.device)
+        else:
+            outputs = kd.run_teachers(batch.input_ids, hidden_states=hidden)
+            teacher_log_probs = kd.ensemble_of([t.logits for t in outputs])
+            per_position = kd.online_divergence(teacher_log_probs, logits)
+            teachers = teacher_representations(config.contrastive_representation, outputs)
+        kl = reduce_kl(per_position, config.kl_reduction)
         if batch.input_ids.shape[0] >= 2:
             contrastive = sum(
                 weight
                 * info_nce(
                     t.detach(), s, config.contrastive_temperature, config.contrastive_similarity
                 )
-                for weight, (t, s) in zip(
-                    self.kd.normalised_weights(),
-                    self.representations(output, teachers),
+                for weight, t, s in zip(
+                    kd.normalised_weights(),
+                    teachers,
+                    self.student_representations(output),
                     strict=True,
                 )
                 if weight > 0

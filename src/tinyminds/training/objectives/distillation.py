@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,30 @@ from tinyminds.training.objectives.kd_losses import (
     sparse_kl,
 )
 from tinyminds.training.teacher_cache import (
+    RepresentationSpec,
     TeacherCache,
     cache_key,
     model_fingerprint,
     open_or_build_cache,
 )
 from tinyminds.training.teachers import load_teachers
+
+CHUNK_ROWS = {"cpu": 256, "cuda": 4096}
+"""Positions per chunk of the closed-form KLs, by device. On a CPU a chunk's few passes over its
+rows x V floats run from the cache when the chunk is small: 256 rows took the dense KL from 643
+to 432 ms and the sampled-cache KL from 381 to 156 ms at V = 8,000, 4,096 positions (one thread,
+benchmarks/bench_cached_objectives.py's machine); a GPU wants large chunks (fewer launches)."""
+
+
+@dataclass(frozen=True)
+class CachedRepresentation:
+    """Per-chunk teacher representations another objective needs from the cache (contrastive):
+    which, and how to compute them from the teachers' outputs (the same function serves the cache
+    build and the online path, so the two agree)."""
+
+    spec: RepresentationSpec
+    teacher_representations: Callable[[list[Any]], list[torch.Tensor]]
+    """The teachers' outputs (``.logits``, ``.hidden_states``) -> each one's ``[B, width]``."""
 
 
 class DistillationObjective:
@@ -92,6 +112,11 @@ class DistillationObjective:
         """Training forward passes so far (micro-batches): TAID's progress through the run."""
         self.total_calls = 0
         self.mean: Any = torch.clone
+        self.chunk_rows = CHUNK_ROWS["cuda"]
+        """Positions per chunk of the closed-form KLs (`setup` picks it by device)."""
+        self.representation: CachedRepresentation | None = None
+        """Set by an objective that also needs per-chunk teacher representations from the cache
+        (contrastive): the cache then stores them, computed in the same teacher pass."""
 
     def setup(self, context: SetupContext) -> None:
         """Teachers to the device (in the run's half precision on a GPU: they are never trained),
@@ -99,21 +124,15 @@ class DistillationObjective:
         self.amp_dtype = context.amp_dtype
         self.total_calls = context.total_steps * context.grad_accum
         self.mean = context.mean
+        self.chunk_rows = CHUNK_ROWS.get(context.device.type, CHUNK_ROWS["cuda"])
         teacher_dtype = context.amp_dtype if context.device.type == "cuda" else None
         for teacher in self.teachers:
             teacher.to(device=context.device, dtype=teacher_dtype)
         if not self.config.teacher_cache:
             return
         data = context.data
-        key = cache_key(
-            teacher_fingerprints=[model_fingerprint(Path(d)) for d in self.teacher_dirs],
-            tokenizer_hash=data.tokenizer_hash,
-            data_hash=data.manifest["splits"]["train"]["file_sha256"],
-            k=self.config.cache_k,
-            temperature=self.config.temperature,
-            weights=self.normalised_weights(),
-            mode=f"{self.config.ensemble}/{self.config.cache_selection}",
-        )
+        representation = self.representation
+        key = self.cache_key(data)
         folder = (
             Path(self.config.cache_dir)
             if self.config.cache_dir
@@ -123,7 +142,9 @@ class DistillationObjective:
             folder,
             key,
             chunks=data.chunks("train"),
-            ensemble_log_probs=self.ensemble_log_probs,
+            ensemble_log_probs=(
+                self.ensemble_log_probs if representation is None else self.teacher_pass
+            ),
             k=self.config.cache_k,
             vocab_size=data.vocab_size,
             batch_size=self.config.cache_batch_size,
@@ -133,8 +154,26 @@ class DistillationObjective:
             barrier=context.barrier,
             selection=self.config.cache_selection,
             rows=context.train_rows,
+            representations=representation.spec if representation is not None else None,
         )
         info(f"teacher cache: {folder} ({self.cache.bytes_per_token:.0f} bytes per token)")
+
+    def cache_key(self, data: Any) -> str:
+        """The key of the teacher cache this objective reads for ``data`` (a `PreparedData`): the
+        teachers' weights, the tokenizer, the training chunks, k, T, the ensemble and the
+        selection, and the representations stored beside when another objective asks for them."""
+        mode = f"{self.config.ensemble}/{self.config.cache_selection}"
+        if self.representation is not None:
+            mode += f"/representation={self.representation.spec.kind}"
+        return cache_key(
+            teacher_fingerprints=[model_fingerprint(Path(d)) for d in self.teacher_dirs],
+            tokenizer_hash=data.tokenizer_hash,
+            data_hash=data.manifest["splits"]["train"]["file_sha256"],
+            k=self.config.cache_k,
+            temperature=self.config.temperature,
+            weights=self.normalised_weights(),
+            mode=mode,
+        )
 
     def normalised_weights(self) -> list[float]:
         """Each teacher's share of the ensemble (equal when no weights are given), summing to 1."""
@@ -169,6 +208,51 @@ class DistillationObjective:
         """The teachers' ensemble log-probabilities for ``input_ids`` (runs the teachers)."""
         return self.ensemble_of([output.logits for output in self.run_teachers(input_ids)])
 
+    def teacher_pass(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the ensemble's log-probabilities, each teacher's representation): one teacher pass
+        that fills a cache with representations."""
+        assert self.representation is not None
+        hidden = self.representation.spec.kind == "hidden"
+        outputs = self.run_teachers(input_ids, hidden_states=hidden)
+        log_probs = self.ensemble_of([output.logits for output in outputs])
+        return log_probs, self.representation.teacher_representations(outputs)
+
+    def cached_divergence(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-position divergence ``[B, L]`` of the student's ``logits`` from the cached
+        ensemble of ``batch``'s training chunks (every divergence the cache serves;
+        `check_distill_config` refused the others)."""
+        assert self.cache is not None
+        config, name = self.config, self.divergence.name
+        ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
+        if name not in ("forward_kl", "reverse_kl"):
+            temperature = config.temperature
+            if config.cache_selection == "sample":
+                student = torch.log_softmax(logits.float() / temperature, dim=-1)
+                return sampled_divergence(log_probs, student.gather(-1, ids), self.divergence)
+            # the top-k cache's k + 1 buckets
+            buckets = bucket_log_probs(ids, log_probs, rest, logits, temperature)
+            taid_t = self.taid.t if self.taid is not None else None
+            return divergence(*buckets, self.divergence, taid_t)
+        if config.cache_selection == "sample":
+            # The sampled estimate is the hybrid one with no head: each of the k draws stands
+            # for 1/k of the mass (the cache's rest is log 1 = 0). Closed-form gradient.
+            return chunked_hybrid_kl(
+                ids, log_probs, rest, logits, config.temperature, ids.shape[-1],
+                chunk_rows=self.chunk_rows,
+            )  # fmt: skip
+        if config.cache_selection == "hybrid":
+            return chunked_hybrid_kl(
+                ids, log_probs, rest, logits, config.temperature, config.cache_k // 2,
+                chunk_rows=self.chunk_rows,
+            )  # fmt: skip
+        if name == "forward_kl":
+            # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
+            return chunked_sparse_kl(
+                ids, log_probs, rest, logits, config.temperature, tail=config.cache_tail,
+                chunk_rows=self.chunk_rows,
+            )  # fmt: skip
+        return sparse_kl(ids, log_probs, rest, logits, config.temperature, "reverse")
+
     def online_divergence(
         self,
         teacher_log_probs: torch.Tensor,
@@ -181,10 +265,12 @@ class DistillationObjective:
         MATE-KD's generator); the other divergences are plain autograd."""
         temperature, name = self.config.temperature, self.divergence.name
         if name in ("forward_kl", "reverse_kl"):
-            chunked = torch.is_grad_enabled() and not teacher_grad
-            kl_fn = chunked_dense_kl if chunked else dense_kl
             direction = "forward" if name == "forward_kl" else "reverse"
-            return kl_fn(teacher_log_probs, student_logits, temperature, direction)
+            if torch.is_grad_enabled() and not teacher_grad:
+                return chunked_dense_kl(
+                    teacher_log_probs, student_logits, temperature, direction, self.chunk_rows
+                )
+            return dense_kl(teacher_log_probs, student_logits, temperature, direction)
         student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
         taid_t = self.taid.t if self.taid is not None else None
         return divergence(teacher_log_probs, student, self.divergence, taid_t)
@@ -206,32 +292,17 @@ class DistillationObjective:
         ce = causal_lm_cross_entropy(logits, batch.input_ids)
         if self.divergence.name not in ("forward_kl", "reverse_kl"):
             return self._other_divergence(logits, ce, batch)
-        direction = "forward" if self.divergence.name == "forward_kl" else "reverse"
         if self.cache is not None and batch.split == "train":
-            ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
-            if config.cache_selection == "sample":
-                # The sampled estimate is the hybrid one with no head: each of the k draws stands
-                # for 1/k of the mass (the cache's rest is log 1 = 0). Closed-form gradient.
-                per_position = chunked_hybrid_kl(
-                    ids, log_probs, rest, logits, config.temperature, ids.shape[-1]
-                )
-            elif config.cache_selection == "hybrid":
-                per_position = chunked_hybrid_kl(
-                    ids, log_probs, rest, logits, config.temperature, config.cache_k // 2
-                )
-            elif direction == "forward":
-                # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
-                per_position = chunked_sparse_kl(
-                    ids, log_probs, rest, logits, config.temperature, tail=config.cache_tail
+            per_position = self.cached_divergence(logits, batch)
+        else:
+            direction = "forward" if self.divergence.name == "forward_kl" else "reverse"
+            teacher = self.ensemble_log_probs(batch.input_ids)
+            if torch.is_grad_enabled():
+                per_position = chunked_dense_kl(
+                    teacher, logits, config.temperature, direction, self.chunk_rows
                 )
             else:
-                per_position = sparse_kl(
-                    ids, log_probs, rest, logits, config.temperature, "reverse"
-                )
-        else:
-            teacher = self.ensemble_log_probs(batch.input_ids)
-            kl_fn = chunked_dense_kl if torch.is_grad_enabled() else dense_kl
-            per_position = kl_fn(teacher, logits, config.temperature, direction)
+                per_position = dense_kl(teacher, logits, config.temperature, direction)
         kl = reduce_kl(per_position, config.kl_reduction)
         loss = kd_loss(ce, kl, config.alpha, config.temperature)
         return ObjectiveOutput(loss=loss, metrics={"ce": ce.detach(), "kl": kl.detach()})
@@ -247,13 +318,7 @@ class DistillationObjective:
         taid_t = self.taid.t if self.taid is not None else None
         metrics: dict[str, torch.Tensor] = {"ce": ce.detach()}
         if self.cache is not None and batch.split == "train":
-            ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
-            if config.cache_selection == "sample":
-                student = torch.log_softmax(logits.float() / temperature, dim=-1)
-                per_position = sampled_divergence(log_probs, student.gather(-1, ids), spec)
-            else:  # the top-k cache's k + 1 buckets (`check_distill_config` refused the rest)
-                buckets = bucket_log_probs(ids, log_probs, rest, logits, temperature)
-                per_position = divergence(*buckets, spec, taid_t)
+            per_position = self.cached_divergence(logits, batch)
         else:
             teacher = self.ensemble_log_probs(batch.input_ids)
             student = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -313,11 +378,7 @@ def check_distill_config(config: DistillConfig) -> None:
         raise UserError(
             f"taid_t_start ({config.taid_t_start}) must be below taid_t_end ({config.taid_t_end})"
         )
-    if (
-        config.teacher_cache
-        and config.objective == "kd"
-        and name not in ("forward_kl", "reverse_kl")
-    ):
+    if config.teacher_cache and name not in ("forward_kl", "reverse_kl"):
         refusal = cache_refusal(name, config.cache_selection, config.cache_tail)
         if refusal:
             raise UserError(refusal)
@@ -381,12 +442,6 @@ def check_contrastive_config(config: DistillConfig) -> None:
         raise UserError(
             f"contrastive_temperature must be positive, got {config.contrastive_temperature}"
         )
-    if config.teacher_cache:
-        raise UserError(
-            "objective=contrastive runs the teachers online: the teacher cache holds top-k "
-            "log-probabilities, not the hidden states or whole logits the contrastive term "
-            "compares; set teacher_cache=false"
-        )
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     if config.batch_size // world < 2:
         raise UserError(
@@ -432,11 +487,6 @@ def check_mate_config(config: DistillConfig) -> None:
             "mate_adv_weight": config.mate_adv_weight,
         },
     )
-    if config.teacher_cache:
-        raise UserError(
-            "objective=mate runs the teachers online: they must score the generator's perturbed "
-            "text, which changes at every step and cannot be cached; set teacher_cache=false"
-        )
 
 
 def student_width(config: DistillConfig) -> int:
@@ -463,18 +513,21 @@ def distill(config: DistillConfig, *, resume: bool = False) -> TrainResult:
     if config.objective == "contrastive":
         from tinyminds.training.objectives.contrastive import ContrastiveObjective
 
-        info(
-            "objective=contrastive: the teachers run online at every step (the teacher cache "
-            "cannot serve the contrastive term's representations)"
-        )
+        if not config.teacher_cache:
+            info("objective=contrastive: the teachers run online at every step")
         objective = ContrastiveObjective(objective, student_width(config), config.seed)
     elif config.objective == "mate":
         from tinyminds.training.objectives.mate import MateObjective, load_generator
 
+        where = (
+            "the KD term on the original text from the teacher cache, the teachers online on "
+            "the perturbed text"
+            if config.teacher_cache
+            else "the teachers online"
+        )
         info(
             f"objective=mate: {config.generator_steps} generator steps (on the batches of the "
-            f"next student steps) before every {config.student_steps} student steps; the teachers "
-            "run online"
+            f"next student steps) before every {config.student_steps} student steps; {where}"
         )
         generator = load_generator(Path(config.generator), data, student)
         objective = MateObjective(objective, generator)

@@ -38,8 +38,12 @@ Randomness: masks are drawn from the CPU generator and the Gumbel noise from the
 saved in every checkpoint by the engine; validation perturbs each dev batch with a seed fixed by
 its first chunk, so every epoch is measured on the same masks and noise. The generator's weights,
 optimizer and gradient scaler are saved in every checkpoint (``side`` entry), never exported with
-the student. The teacher cache cannot serve this objective: the perturbed text changes at every
-step, so the teachers run online (``teacher_cache=false`` is enforced).
+the student.
+
+The teacher cache (``teacher_cache=true``) serves the one term whose text is fixed: the student's
+KD term on the original chunks, read from the cache as the kd objective reads it. The perturbed
+text changes at every step, so the teachers still run on it, in the student's steps (half the
+batch they read online) and in the generator's steps; validation runs them online throughout.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ from tinyminds.training.objectives.kd_losses import (
     reduce_kl,
 )
 
+ELECTRA_PARTS = ("electra", "generator_predictions", "generator_lm_head")
+"""The parts of transformers' ``ElectraForMaskedLM``: body, position-wise head, output layer."""
+
 DEV_PERTURB_SEED = 20_210_801
 """Seed of the validation perturbations (plus the first chunk index of each dev batch)."""
 
@@ -94,6 +101,14 @@ def draw_mask(
     return chosen if pad_id is None else chosen & (input_ids != pad_id)
 
 
+def _gumbel_noisy_logits(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``logits + g`` in float32 with Gumbel noise ``g = -log(-log(u))``, ``u`` uniform drawn from
+    ``generator`` (u = 0 gives -inf: never chosen)."""
+    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    noise.log_().neg_().log_()  # in place: log(-log(u)), the same values as out of place
+    return logits.float() - noise
+
+
 def gumbel_softmax_st(
     logits: Tensor, tau: float, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -103,14 +118,18 @@ def gumbel_softmax_st(
     one-hot is ``hard + (soft - soft.detach())`` with ``soft = softmax((logits + g) / tau)``: its
     value is exactly the hard one-hot (``x - x`` is exactly 0), its gradient is the soft sample's.
     """
-    uniform = torch.rand(
-        logits.shape, generator=generator, device=logits.device, dtype=torch.float32
-    )
-    noisy = logits.float() - torch.log(-torch.log(uniform))  # u = 0 gives -inf: never chosen
+    noisy = _gumbel_noisy_logits(logits, generator)
     soft = torch.softmax(noisy / tau, dim=-1)
     tokens = noisy.argmax(dim=-1)
     hard = F.one_hot(tokens, logits.shape[-1]).to(soft.dtype)
     return hard + (soft - soft.detach()), tokens
+
+
+def gumbel_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The token ids `gumbel_softmax_st` samples, without its one-hot (where no gradient is
+    needed): the same ids for the same generator state, at a third of the work (the soft sample
+    over the vocabulary is never formed). ``tau`` does not change the argmax."""
+    return _gumbel_noisy_logits(logits, generator).argmax(dim=-1)
 
 
 def perturbed_embeddings(
@@ -232,10 +251,21 @@ class MateObjective:
     # --- perturbation ------------------------------------------------------------------------------
 
     def _masked_logits(self, input_ids: Tensor, mask: Tensor) -> Tensor:
-        """The generator's logits ``[M, V]`` at the masked positions, ``[MASK]`` column dropped."""
+        """The generator's logits ``[M, V]`` at the masked positions, ``[MASK]`` column dropped.
+
+        An ELECTRA generator's output head is applied at the masked positions only (the head is
+        position-wise, so these are the logits its ``forward`` gives there, without the 70% of
+        the vocabulary-wide matrix product that would be thrown away); another masked LM runs
+        whole."""
+        masked_ids = input_ids.masked_fill(mask, self.mask_id)
+        generator = self.generator
         with self._autocast(input_ids.device):
-            logits = self.generator(input_ids=input_ids.masked_fill(mask, self.mask_id)).logits
-        return logits[mask][:, : self.vocab_size]
+            if all(hasattr(generator, n) for n in ELECTRA_PARTS):
+                hidden = generator.electra(input_ids=masked_ids).last_hidden_state[mask]
+                logits = generator.generator_lm_head(generator.generator_predictions(hidden))
+            else:
+                logits = generator(input_ids=masked_ids).logits[mask]
+        return logits[:, : self.vocab_size]
 
     @torch.no_grad()
     def perturb(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -253,9 +283,7 @@ class MateObjective:
         training = self.generator.training
         self.generator.eval()
         try:
-            _, tokens = gumbel_softmax_st(
-                self._masked_logits(ids, mask), self.config.gumbel_tau, device_rng
-            )
+            tokens = gumbel_sample(self._masked_logits(ids, mask), device_rng)
         finally:
             self.generator.train(training)
         return ids.masked_scatter(mask, tokens), mask
@@ -339,11 +367,23 @@ class MateObjective:
         both = torch.cat([ids, perturbed])  # one pass of 2B chunks through student and teachers
         logits = model(input_ids=both).logits
         size = ids.shape[0]
-        ce = causal_lm_cross_entropy(logits[:size], ids)
-        teacher = self.kd.ensemble_log_probs(both)
-        per_position = self.kd.online_divergence(teacher, logits)
-        kl_orig = reduce_kl(per_position[:size], config.kl_reduction)
-        kl_adv = reduce_kl(per_position[size:], config.kl_reduction)
+        if self.kd.cache is not None and batch.split == "train":
+            # The original chunks' ensemble is in the cache; the teachers read only the
+            # perturbed half (half of their work and of the full-vocabulary divergence). The
+            # halves are split, not sliced: a slice's backward allocates a zero gradient of the
+            # whole [2B, L, V] tensor per use, a split's joins the two halves' gradients once.
+            original, adversarial = logits.split(size)
+            ce = causal_lm_cross_entropy(original, ids)
+            kl_orig = reduce_kl(self.kd.cached_divergence(original, batch), config.kl_reduction)
+            teacher = self.kd.ensemble_log_probs(perturbed)
+            per_adv = self.kd.online_divergence(teacher, adversarial)
+            kl_adv = reduce_kl(per_adv, config.kl_reduction)
+        else:
+            ce = causal_lm_cross_entropy(logits[:size], ids)
+            teacher = self.kd.ensemble_log_probs(both)
+            per_position = self.kd.online_divergence(teacher, logits)
+            kl_orig = reduce_kl(per_position[:size], config.kl_reduction)
+            kl_adv = reduce_kl(per_position[size:], config.kl_reduction)
         loss = mate_loss(ce, kl_orig, kl_adv, self.weights, config.temperature)
         scale = config.temperature**2
         return ObjectiveOutput(
