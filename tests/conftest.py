@@ -8,6 +8,7 @@ import socket
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -100,17 +101,20 @@ def babylm_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target / "babylm-mini"
 
 
-def one_process_context() -> SetupContext:
-    """What the engine hands an objective's ``setup`` in one CPU process without data."""
+def one_process_context(
+    data: Any = None, run_dir: Path = Path("."), train_rows: Any = None
+) -> SetupContext:
+    """What the engine hands an objective's ``setup`` in one CPU process (without data unless
+    given: a `PreparedData` and the training chunks a teacher cache must hold)."""
     return SetupContext(
         device=torch.device("cpu"),
         amp_dtype=None,
         rank=0,
         world_size=1,
         barrier=lambda: None,
-        data=None,
-        run_dir=Path("."),
-        train_rows=None,
+        data=data,
+        run_dir=run_dir,
+        train_rows=train_rows,
     )
 
 

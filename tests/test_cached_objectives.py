@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_process_context
 from transformers import AutoModelForCausalLM
 
 from tinyminds.data.chunks import PreparedData, load_prepared
@@ -55,16 +56,7 @@ def teacher_dirs(data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _context(data: PreparedData, run_dir: Path) -> SetupContext:
-    return SetupContext(
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        rank=0,
-        world_size=1,
-        barrier=lambda: None,
-        data=data,
-        run_dir=run_dir,
-        train_rows=ROWS,
-    )
+    return one_process_context(data, run_dir, ROWS)
 
 
 def _kd(teacher_dirs: list[str], **changes: object) -> DistillationObjective:

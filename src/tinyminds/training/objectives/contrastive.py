@@ -38,8 +38,8 @@ from tinyminds.training.objectives.base import (
     causal_lm_cross_entropy,
 )
 from tinyminds.training.objectives.distillation import (
-    CachedRepresentation,
     DistillationObjective,
+    teacher_representations,
 )
 from tinyminds.training.objectives.kd_losses import (
     info_nce,
@@ -47,14 +47,6 @@ from tinyminds.training.objectives.kd_losses import (
     reduce_kl,
 )
 from tinyminds.training.teacher_cache import RepresentationSpec
-
-
-def teacher_representations(kind: str, outputs: list[Any]) -> list[torch.Tensor]:
-    """Each teacher's ``[B, width]`` sequence representation: its last hidden states mean-pooled
-    over the chunk (``hidden``) or its logits averaged over the chunk (``logits``), float32."""
-    if kind == "logits":
-        return [mean_pool(output.logits) for output in outputs]
-    return [mean_pool(output.hidden_states[-1]) for output in outputs]
 
 
 class ContrastiveObjective(nn.Module):
@@ -67,19 +59,15 @@ class ContrastiveObjective(nn.Module):
         self.config = kd.config
         kind = self.config.contrastive_representation
         self.projections = nn.ModuleList()
-        widths = [int(teacher.config.hidden_size) for teacher in kd.teachers]
+        size = "hidden_size" if kind == "hidden" else "vocab_size"
+        widths = tuple(int(getattr(teacher.config, size)) for teacher in kd.teachers)
         if kind == "hidden":
             with torch.random.fork_rng(devices=[]):  # same init for a seed, whatever ran before
                 torch.manual_seed(seed)
                 for width in widths:
                     self.projections.append(nn.Linear(student_width, width, bias=False))
-        else:
-            widths = [int(teacher.config.vocab_size) for teacher in kd.teachers]
         # What the teacher cache stores beside the ensemble when teacher_cache=true.
-        kd.representation = CachedRepresentation(
-            RepresentationSpec(kind, tuple(widths)),
-            lambda outputs: teacher_representations(kind, outputs),
-        )
+        kd.representation = RepresentationSpec(kind, widths)
 
     def setup(self, context: SetupContext) -> None:
         self.kd.setup(context)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +53,7 @@ from tinyminds.training.objectives.kd_losses import (
     dense_kl,
     ensemble_log_probs,
     kd_loss,
+    mean_pool,
     reduce_kl,
     sparse_kl,
 )
@@ -74,15 +73,13 @@ to 432 ms and the sampled-cache KL from 381 to 156 ms at V = 8,000, 4,096 positi
 benchmarks/bench_cached_objectives.py's machine); a GPU wants large chunks (fewer launches)."""
 
 
-@dataclass(frozen=True)
-class CachedRepresentation:
-    """Per-chunk teacher representations another objective needs from the cache (contrastive):
-    which, and how to compute them from the teachers' outputs (the same function serves the cache
-    build and the online path, so the two agree)."""
-
-    spec: RepresentationSpec
-    teacher_representations: Callable[[list[Any]], list[torch.Tensor]]
-    """The teachers' outputs (``.logits``, ``.hidden_states``) -> each one's ``[B, width]``."""
+def teacher_representations(kind: str, outputs: list[Any]) -> list[torch.Tensor]:
+    """Each teacher's ``[B, width]`` sequence representation, float32: its last hidden states
+    mean-pooled over the chunk (``hidden``) or its logits averaged over the chunk (``logits``).
+    The one definition the contrastive term uses online and the cache build stores."""
+    if kind == "logits":
+        return [mean_pool(output.logits) for output in outputs]
+    return [mean_pool(output.hidden_states[-1]) for output in outputs]
 
 
 class DistillationObjective:
@@ -114,7 +111,7 @@ class DistillationObjective:
         self.mean: Any = torch.clone
         self.chunk_rows = CHUNK_ROWS["cuda"]
         """Positions per chunk of the closed-form KLs (`setup` picks it by device)."""
-        self.representation: CachedRepresentation | None = None
+        self.representation: RepresentationSpec | None = None
         """Set by an objective that also needs per-chunk teacher representations from the cache
         (contrastive): the cache then stores them, computed in the same teacher pass."""
 
@@ -154,7 +151,7 @@ class DistillationObjective:
             barrier=context.barrier,
             selection=self.config.cache_selection,
             rows=context.train_rows,
-            representations=representation.spec if representation is not None else None,
+            representations=representation,
         )
         info(f"teacher cache: {folder} ({self.cache.bytes_per_token:.0f} bytes per token)")
 
@@ -164,7 +161,7 @@ class DistillationObjective:
         selection, and the representations stored beside when another objective asks for them."""
         mode = f"{self.config.ensemble}/{self.config.cache_selection}"
         if self.representation is not None:
-            mode += f"/representation={self.representation.spec.kind}"
+            mode += f"/representation={self.representation.kind}"
         return cache_key(
             teacher_fingerprints=[model_fingerprint(Path(d)) for d in self.teacher_dirs],
             tokenizer_hash=data.tokenizer_hash,
@@ -212,10 +209,10 @@ class DistillationObjective:
         """(the ensemble's log-probabilities, each teacher's representation): one teacher pass
         that fills a cache with representations."""
         assert self.representation is not None
-        hidden = self.representation.spec.kind == "hidden"
-        outputs = self.run_teachers(input_ids, hidden_states=hidden)
+        kind = self.representation.kind
+        outputs = self.run_teachers(input_ids, hidden_states=kind == "hidden")
         log_probs = self.ensemble_of([output.logits for output in outputs])
-        return log_probs, self.representation.teacher_representations(outputs)
+        return log_probs, teacher_representations(kind, outputs)
 
     def cached_divergence(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Per-position divergence ``[B, L]`` of the student's ``logits`` from the cached

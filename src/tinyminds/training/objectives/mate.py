@@ -367,19 +367,18 @@ class MateObjective:
         both = torch.cat([ids, perturbed])  # one pass of 2B chunks through student and teachers
         logits = model(input_ids=both).logits
         size = ids.shape[0]
+        # The halves are split, not sliced: a slice's backward allocates a zero gradient of the
+        # whole [2B, L, V] tensor per use, a split's joins the two halves' gradients once.
+        original, adversarial = logits.split(size)
+        ce = causal_lm_cross_entropy(original, ids)
         if self.kd.cache is not None and batch.split == "train":
             # The original chunks' ensemble is in the cache; the teachers read only the
-            # perturbed half (half of their work and of the full-vocabulary divergence). The
-            # halves are split, not sliced: a slice's backward allocates a zero gradient of the
-            # whole [2B, L, V] tensor per use, a split's joins the two halves' gradients once.
-            original, adversarial = logits.split(size)
-            ce = causal_lm_cross_entropy(original, ids)
+            # perturbed half (half of their work and of the full-vocabulary divergence).
             kl_orig = reduce_kl(self.kd.cached_divergence(original, batch), config.kl_reduction)
             teacher = self.kd.ensemble_log_probs(perturbed)
             per_adv = self.kd.online_divergence(teacher, adversarial)
             kl_adv = reduce_kl(per_adv, config.kl_reduction)
         else:
-            ce = causal_lm_cross_entropy(logits[:size], ids)
             teacher = self.kd.ensemble_log_probs(both)
             per_position = self.kd.online_divergence(teacher, logits)
             kl_orig = reduce_kl(per_position[:size], config.kl_reduction)
