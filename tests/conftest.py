@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,26 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TINYMINDS_QUIET", "1")
 set_quiet(True)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread inside the block, the former count restored after it: tiny models gain
+    nothing from threads, and one thread keeps a test's timing-free behaviour the same on a
+    loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """`one_thread` for a whole test module: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    with one_thread():
+        yield
 
 
 def torchrun_launcher(processes: int = 2) -> list[str]:

@@ -19,9 +19,15 @@ from tinyminds.data.tokenizer import load_tokenizer
 from tinyminds.errors import UserError
 from tinyminds.models.zoo import build_model, get_spec
 from tinyminds.training.config import DistillConfig
-from tinyminds.training.objectives.base import Batch, SetupContext
+from tinyminds.training.objectives.base import (
+    Batch,
+    ObjectiveOutput,
+    SetupContext,
+    causal_lm_cross_entropy,
+)
 from tinyminds.training.objectives.contrastive import ContrastiveObjective
 from tinyminds.training.objectives.distillation import DistillationObjective, distill
+from tinyminds.training.objectives.kd_losses import kd_loss, reduce_kl
 from tinyminds.training.objectives.mate import MateObjective
 from tinyminds.training.teacher_cache import (
     RepresentationSpec,
@@ -102,6 +108,43 @@ def _close_gradients(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
     move single entries by more than a relative 1% where the gradient is near 0)."""
     for a, b in zip(got, want, strict=True):
         assert (a - b).norm() <= 1e-2 * b.norm() + 1e-8
+
+
+# ------------------------------------------------------------------------------------------- KD
+
+
+@pytest.mark.parametrize("selection", ["topk", "sample", "hybrid"])
+def test_cached_kd_in_one_pass_equals_its_terms_apart_and_online_kd(
+    selection: str, data: PreparedData, teacher_dirs: list[str], tmp_path: Path
+) -> None:
+    """The KD objective's cached step (CE and KL in one pass, kd_losses.cached_kd_loss) gives the
+    loss and gradients of CE + the cached KL computed apart; with a top-k cache holding the
+    whole vocabulary, those of online KD (whose ensemble is mixed inside the KL)."""
+    k = data.vocab_size if selection == "topk" else 16
+    settings = {"cache_selection": selection, "cache_k": k, "cache_dir": str(tmp_path / "c")}
+    cached = _kd(teacher_dirs, teacher_cache=True, **settings)
+    cached.setup(_context(data, tmp_path))
+    _forbid_teachers(cached)
+    student, batch = _student(data), _batch(data)
+    got, got_grads = _loss_and_grads(cached, student, batch)
+
+    def apart(model: torch.nn.Module, batch: Batch) -> ObjectiveOutput:
+        logits = model(input_ids=batch.input_ids).logits
+        ce = causal_lm_cross_entropy(logits, batch.input_ids)
+        kl = reduce_kl(cached.cached_divergence(logits, batch), "sequence")
+        return ObjectiveOutput(kd_loss(ce, kl, 0.5, 2.0), {"ce": ce, "kl": kl})
+
+    want, want_grads = _loss_and_grads(apart, student, batch)
+    for key in ("loss", "ce", "kl"):
+        assert got[key] == pytest.approx(want[key], rel=1e-5)
+    _close_gradients(got_grads, want_grads)
+    if selection == "topk":
+        online = _kd(teacher_dirs, teacher_cache=False)
+        online.setup(_context(data, tmp_path))
+        exact, exact_grads = _loss_and_grads(online, student, batch)
+        assert got["ce"] == pytest.approx(exact["ce"], rel=1e-5)
+        assert got["kl"] == pytest.approx(exact["kl"], rel=2e-3, abs=1e-4)
+        _close_gradients(got_grads, exact_grads)
 
 
 # ------------------------------------------------------------------------------------ contrastive
@@ -224,19 +267,20 @@ def test_cached_mate_loss_equals_online_within_the_cache_precision(
     assert cached.kd.cache is not None
     student, batch = _student(data), _batch(data)
     ran: list[int] = []
-    ensemble = cached.kd.ensemble_log_probs
+    run_teachers = cached.kd.run_teachers
 
-    def counted(ids: torch.Tensor) -> torch.Tensor:
+    def counted(ids: torch.Tensor, hidden_states: bool = False) -> list:
         ran.append(ids.shape[0])
-        return ensemble(ids)
+        return run_teachers(ids, hidden_states)
 
-    cached.kd.ensemble_log_probs = counted  # type: ignore[method-assign]
+    cached.kd.run_teachers = counted  # type: ignore[method-assign]
     torch.manual_seed(7)  # the same masks and Gumbel noise for both
     want, want_grads = _loss_and_grads(online, student, batch)
     torch.manual_seed(7)
     got, got_grads = _loss_and_grads(cached, student, batch)
     assert ran == [len(ROWS)]  # the teachers read the perturbed half only
-    assert got["ce"] == want["ce"]
+    # the cached path computes the CE in the KL's pass (kd_losses.cached_kd_loss)
+    assert got["ce"] == pytest.approx(want["ce"], rel=1e-6)
     assert got["kd_adv"] == pytest.approx(want["kd_adv"], rel=1e-5)
     assert got["kd_orig"] == pytest.approx(want["kd_orig"], rel=2e-3, abs=1e-4)
     assert got["loss"] == pytest.approx(want["loss"], rel=1e-3)

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyminds.training.objectives.base import causal_lm_cross_entropy
+from tinyminds.training.objectives.base import causal_lm_cross_entropy, next_token_labels
 from tinyminds.training.objectives.kd_losses import (
+    cached_kd_loss,
     chunked_dense_kl,
+    chunked_ensemble_kl,
     chunked_hybrid_kl,
     chunked_sparse_kl,
     dense_kl,
@@ -773,3 +775,130 @@ def test_sampled_kl_matches_its_formula_and_the_dense_kl_in_expectation() -> Non
     (gradient,) = torch.autograd.grad(estimate.sum(), student)
     expected = (torch.softmax(student.detach() / temperature, -1) - teacher.exp()) / temperature
     torch.testing.assert_close(gradient, expected, atol=0.01, rtol=0.0)
+
+
+# ------------------------------------------------------------- fused CE + cached KL, ensemble KL
+
+
+def _cache_for(estimator: str, teacher_lp: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict]:
+    """(cache tensors, cached_kd_loss keywords) for one of the estimators the objective reads."""
+    if estimator == "hybrid":
+        return hybrid_cache(teacher_lp, 6, seed=5), {"n_tail": 3}
+    if estimator == "sample":
+        ids, log_p, _ = hybrid_cache(teacher_lp, 4, seed=9)
+        return (ids, log_p, torch.zeros(B, L, dtype=torch.float64)), {"n_tail": 4}
+    cache = top_k_buckets(teacher_lp, 4)
+    return cache, {"tail": estimator}
+
+
+def _reference_kl(estimator: str, cache: tuple[torch.Tensor, ...], student, temperature, kw):
+    """The per-position KL through plain autograd (sparse_kl, or the hybrid mass formula)."""
+    ids, log_p, rest = cache
+    if estimator in ("bucket", "uniform"):
+        return sparse_kl(ids, log_p, rest, student, temperature, tail=kw["tail"])
+    n_tail = kw["n_tail"]
+    n_head = ids.shape[-1] - n_tail
+    mass = torch.cat(
+        [log_p[..., :n_head].exp(), (rest.exp() / n_tail)[..., None].expand(B, L, n_tail)], -1
+    )
+    log_q = torch.log_softmax(student / temperature, -1).gather(-1, ids)
+    return (mass * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize("estimator", ["bucket", "uniform", "hybrid", "sample"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 1.5])
+@pytest.mark.parametrize("reduction", ["sequence", "token"])
+def test_cached_kd_loss_equals_ce_plus_the_cached_kl_in_values_and_gradient(
+    estimator: str, temperature: float, reduction: str
+):
+    *teachers, student = make_logits(31, n=3)
+    ids_gen = torch.Generator().manual_seed(4)
+    input_ids = torch.randint(0, V, (B, L), generator=ids_gen)
+    labels = next_token_labels(input_ids)
+    cache, kw = _cache_for(estimator, ensemble_log_probs(teachers, temperature))
+    ce_weight, kl_weight = 0.3, 0.7 * temperature**2
+    reference = student.clone().requires_grad_(True)
+    # in float64 (causal_lm_cross_entropy computes in float32)
+    ce_ref = F.cross_entropy(reference.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
+    kl_ref = reduce_kl(_reference_kl(estimator, cache, reference, temperature, kw), reduction)  # type: ignore[arg-type]
+    loss_ref = ce_weight * ce_ref + kl_weight * kl_ref
+    leaf = student.clone().requires_grad_(True)
+    loss, ce, kl = cached_kd_loss(
+        *cache, leaf, labels, temperature, ce_weight=ce_weight, kl_weight=kl_weight,
+        reduction=reduction, chunk_rows=3, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert_close(ce, torch.tensor(naive_next_token_ce(student, input_ids), dtype=torch.float64))
+    assert_close(kl, kl_ref.detach())
+    assert_close(loss, loss_ref.detach())
+    assert not ce.requires_grad and not kl.requires_grad
+    # an upstream factor other than 1 (gradient accumulation, a loss scaler) scales the gradient
+    (grad,) = torch.autograd.grad(0.37 * loss, leaf)
+    (grad_ref,) = torch.autograd.grad(0.37 * loss_ref, reference)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_cached_kd_loss_in_float32_and_without_gradients_and_its_guards():
+    gen = torch.Generator().manual_seed(8)
+    vocab = 300
+    teacher = torch.randn(4, 16, vocab, generator=gen, dtype=torch.float64) * 3
+    student = torch.randn(4, 16, vocab, generator=gen, dtype=torch.float64) * 3
+    labels = next_token_labels(torch.randint(0, vocab, (4, 16), generator=gen))
+    cache = top_k_buckets(torch.log_softmax(teacher / 2, -1), 32)
+    exact = cached_kd_loss(*cache, student, labels, 2.0, ce_weight=0.5, kl_weight=2.0)
+    low = cached_kd_loss(
+        *(c.float() if c.is_floating_point() else c for c in cache), student.float(), labels,
+        2.0, ce_weight=0.5, kl_weight=2.0, chunk_rows=7,
+    )  # fmt: skip
+    for got, want in zip(low, exact, strict=True):
+        torch.testing.assert_close(got, want.float(), rtol=2e-6, atol=1e-5)
+    with torch.no_grad():
+        plain = cached_kd_loss(*cache, student, labels, 2.0, ce_weight=0.5, kl_weight=2.0)
+    assert_close(plain[0], exact[0])
+    leaf = student.clone().requires_grad_(True)
+    loss, _, _ = cached_kd_loss(*cache, leaf, labels, 2.0, ce_weight=0.5, kl_weight=2.0)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward called twice"):
+        loss.backward()
+    with pytest.raises(ValueError, match="labels"):
+        cached_kd_loss(*cache, student, labels[:, :-1], 2.0, ce_weight=0.5, kl_weight=2.0)
+    with pytest.raises(ValueError, match="n_tail"):
+        cached_kd_loss(*cache, student, labels, 2.0, ce_weight=0.5, kl_weight=2.0, n_tail=33)
+    with pytest.raises(ValueError, match="reduction"):
+        cached_kd_loss(*cache, student, labels, 2.0, ce_weight=0.5, kl_weight=2.0,
+                       reduction="batch")  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 3.0], [0.0, 1.0]])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("chunk_rows", [3, 64])
+def test_chunked_ensemble_kl_matches_the_ensemble_then_the_dense_kl(
+    weights: list[float] | None, temperature: float, chunk_rows: int
+):
+    *teachers, student, upstream = make_logits(41, n=4)
+    teacher_lp = naive_ensemble(teachers, temperature, weights, "logits")
+    expected = naive_dense_kl(teacher_lp, student, temperature, "forward")
+    leaf = student.clone().requires_grad_(True)
+    got = chunked_ensemble_kl(teachers, leaf, temperature, weights, chunk_rows)
+    assert got.shape == (B, L) and got.dtype == torch.float64
+    assert_close(got, expected)
+    reference = student.clone().requires_grad_(True)
+    ref = dense_kl(ensemble_log_probs(teachers, temperature, weights), reference, temperature)
+    scale = upstream[..., 0].abs()
+    (grad,) = torch.autograd.grad((got * scale).sum(), leaf)
+    (grad_ref,) = torch.autograd.grad((ref * scale).sum(), reference)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_chunked_ensemble_kl_in_float32_and_its_guards():
+    gen = torch.Generator().manual_seed(2)
+    teachers = [torch.randn(4, 16, 500, generator=gen, dtype=torch.float64) * 3 for _ in range(2)]
+    student = torch.randn(4, 16, 500, generator=gen, dtype=torch.float64) * 3
+    exact = chunked_ensemble_kl(teachers, student, 2.0)
+    low = chunked_ensemble_kl([t.float() for t in teachers], student.float(), 2.0, chunk_rows=5)
+    torch.testing.assert_close(low, exact.float(), rtol=1e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="no gradient"):
+        chunked_ensemble_kl([teachers[0].requires_grad_(True)], student, 2.0)
+    with pytest.raises(ValueError, match="shape"):
+        chunked_ensemble_kl([teachers[1][:, :-1]], student, 2.0)
+    with pytest.raises(ValueError, match="weights"):
+        chunked_ensemble_kl(teachers[1:], student, 2.0, weights=[0.0])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import InterruptAfter, torchrun_launcher
+from conftest import InterruptAfter, one_thread, torchrun_launcher
 
 from tinyminds.cli import main
 from tinyminds.config import declared_ranges, numeric_fields
@@ -64,16 +64,6 @@ def train_records(run_dir: Path) -> dict[int, dict[str, float]]:
         for r in read_metrics(run_dir)
         if r["kind"] == "train"
     }
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- every numeric setting has a range, checked before anything is written ----------------------

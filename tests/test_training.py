@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -11,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import InterruptAfter
+from conftest import InterruptAfter, one_thread
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tinyminds.data.chunks import load_prepared, validation_subset
@@ -76,16 +74,6 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 # more, MKL may pick another thread count under load (MKL_DYNAMIC), which changes float summation
 # order and so the last digits of the losses.
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

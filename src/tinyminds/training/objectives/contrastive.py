@@ -85,16 +85,21 @@ class ContrastiveObjective(nn.Module):
         hidden = config.contrastive_representation == "hidden"
         output = model(input_ids=batch.input_ids, output_hidden_states=hidden)
         logits = output.logits
-        ce = causal_lm_cross_entropy(logits, batch.input_ids)
-        if kd.cache is not None and batch.split == "train":
-            per_position = kd.cached_divergence(logits, batch)
-            teachers = kd.cache.lookup_representations(batch.chunk_index, logits.device)
+        fused = kd.fused_cached_loss(logits, batch, config.ce_weight, config.kd_weight)
+        if fused is not None:  # CE and KD terms in one pass over the logits
+            ce_and_kd, ce, kl = fused
+            teachers = kd.cache.lookup_representations(batch.chunk_index, logits.device)  # type: ignore[union-attr]
         else:
-            outputs = kd.run_teachers(batch.input_ids, hidden_states=hidden)
-            teacher_log_probs = kd.ensemble_of([t.logits for t in outputs])
-            per_position = kd.online_divergence(teacher_log_probs, logits)
-            teachers = teacher_representations(config.contrastive_representation, outputs)
-        kl = reduce_kl(per_position, config.kl_reduction)
+            ce = causal_lm_cross_entropy(logits, batch.input_ids)
+            if kd.cache is not None and batch.split == "train":
+                per_position = kd.cached_divergence(logits, batch)
+                teachers = kd.cache.lookup_representations(batch.chunk_index, logits.device)
+            else:
+                outputs = kd.run_teachers(batch.input_ids, hidden_states=hidden)
+                per_position = kd.teacher_divergence([t.logits for t in outputs], logits)
+                teachers = teacher_representations(config.contrastive_representation, outputs)
+            kl = reduce_kl(per_position, config.kl_reduction)
+            ce_and_kd = config.ce_weight * ce + config.kd_weight * config.temperature**2 * kl
         if batch.input_ids.shape[0] >= 2:
             contrastive = sum(
                 weight
@@ -111,11 +116,7 @@ class ContrastiveObjective(nn.Module):
             )
         else:  # a last validation batch of one chunk has no negative (training refuses N < 2)
             contrastive = ce.new_zeros(())
-        loss = (
-            config.ce_weight * ce
-            + config.kd_weight * config.temperature**2 * kl
-            + config.contrastive_weight * contrastive
-        )
+        loss = ce_and_kd + config.contrastive_weight * contrastive
         return ObjectiveOutput(
             loss=loss,
             metrics={

@@ -37,6 +37,7 @@ from tinyminds.training.objectives.base import (
     ObjectiveOutput,
     SetupContext,
     causal_lm_cross_entropy,
+    next_token_labels,
 )
 from tinyminds.training.objectives.divergences import (
     DivergenceSpec,
@@ -47,7 +48,9 @@ from tinyminds.training.objectives.divergences import (
     sampled_divergence,
 )
 from tinyminds.training.objectives.kd_losses import (
+    cached_kd_loss,
     chunked_dense_kl,
+    chunked_ensemble_kl,
     chunked_hybrid_kl,
     chunked_sparse_kl,
     dense_kl,
@@ -230,25 +233,72 @@ class DistillationObjective:
             buckets = bucket_log_probs(ids, log_probs, rest, logits, temperature)
             taid_t = self.taid.t if self.taid is not None else None
             return divergence(*buckets, self.divergence, taid_t)
-        if config.cache_selection == "sample":
-            # The sampled estimate is the hybrid one with no head: each of the k draws stands
-            # for 1/k of the mass (the cache's rest is log 1 = 0). Closed-form gradient.
-            return chunked_hybrid_kl(
-                ids, log_probs, rest, logits, config.temperature, ids.shape[-1],
-                chunk_rows=self.chunk_rows,
-            )  # fmt: skip
-        if config.cache_selection == "hybrid":
-            return chunked_hybrid_kl(
-                ids, log_probs, rest, logits, config.temperature, config.cache_k // 2,
-                chunk_rows=self.chunk_rows,
-            )  # fmt: skip
         if name == "forward_kl":
             # Closed-form gradient, one pass over the logits: 6x faster than autograd on a CPU.
+            estimator = self.cached_estimator(ids)
+            if "n_tail" in estimator:
+                return chunked_hybrid_kl(
+                    ids, log_probs, rest, logits, config.temperature, estimator["n_tail"],
+                    chunk_rows=self.chunk_rows,
+                )  # fmt: skip
             return chunked_sparse_kl(
-                ids, log_probs, rest, logits, config.temperature, tail=config.cache_tail,
+                ids, log_probs, rest, logits, config.temperature, tail=estimator["tail"],
                 chunk_rows=self.chunk_rows,
             )  # fmt: skip
         return sparse_kl(ids, log_probs, rest, logits, config.temperature, "reverse")
+
+    def cached_estimator(self, ids: torch.Tensor) -> dict[str, Any]:
+        """How the forward KL reads this run's cache: the sampled one as the hybrid estimate with
+        no head (each of the k draws stands for 1/k of the mass; the cache's rest is log 1 = 0),
+        the hybrid one with its k // 2 draws, the top-k one with its tail."""
+        selection = self.config.cache_selection
+        if selection == "sample":
+            return {"n_tail": ids.shape[-1]}
+        if selection == "hybrid":
+            return {"n_tail": self.config.cache_k // 2}
+        return {"tail": self.config.cache_tail}
+
+    def fused_cached_loss(
+        self, logits: torch.Tensor, batch: Batch, ce_weight: float, kd_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(``ce_weight * CE + kd_weight * T^2 * KL``, CE, KL) in one pass over ``logits``
+        (`kd_losses.cached_kd_loss`) where the KL is the forward KL read from the cache while
+        training; None elsewhere, where the caller computes the two terms apart."""
+        if self.cache is None or batch.split != "train" or self.divergence.name != "forward_kl":
+            return None
+        if not torch.is_grad_enabled():
+            return None
+        config = self.config
+        ids, log_probs, rest = self.cache.lookup(batch.chunk_index, logits.device)
+        return cached_kd_loss(
+            ids, log_probs, rest, logits, next_token_labels(batch.input_ids), config.temperature,
+            ce_weight=ce_weight, kl_weight=kd_weight * config.temperature**2,
+            reduction=config.kl_reduction, chunk_rows=self.chunk_rows,
+            **self.cached_estimator(ids),
+        )  # fmt: skip
+
+    def teacher_divergence(
+        self, teacher_logits: list[torch.Tensor], student_logits: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-position divergence ``[B, L]`` against the teachers' raw logits (run online).
+
+        While training with the forward KL and BabyLlama's logit average, the ensemble is mixed
+        chunk by chunk inside the KL (`kd_losses.chunked_ensemble_kl`: its log-probabilities are
+        never formed); otherwise the ensemble, then `online_divergence`."""
+        config = self.config
+        if (
+            self.divergence.name == "forward_kl"
+            and config.ensemble == "logits"
+            and torch.is_grad_enabled()
+        ):
+            return chunked_ensemble_kl(
+                teacher_logits,
+                student_logits,
+                config.temperature,
+                config.teacher_weights or None,
+                self.chunk_rows,
+            )
+        return self.online_divergence(self.ensemble_of(teacher_logits), student_logits)
 
     def online_divergence(
         self,
@@ -286,20 +336,18 @@ class DistillationObjective:
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
         config = self.config
         logits = model(input_ids=batch.input_ids).logits
+        fused = self.fused_cached_loss(logits, batch, config.alpha, 1.0 - config.alpha)
+        if fused is not None:  # the same value as kd_loss(ce, kl, alpha, T), in one pass
+            loss, ce, kl = fused
+            return ObjectiveOutput(loss=loss, metrics={"ce": ce, "kl": kl})
         ce = causal_lm_cross_entropy(logits, batch.input_ids)
         if self.divergence.name not in ("forward_kl", "reverse_kl"):
             return self._other_divergence(logits, ce, batch)
         if self.cache is not None and batch.split == "train":
             per_position = self.cached_divergence(logits, batch)
         else:
-            direction = "forward" if self.divergence.name == "forward_kl" else "reverse"
-            teacher = self.ensemble_log_probs(batch.input_ids)
-            if torch.is_grad_enabled():
-                per_position = chunked_dense_kl(
-                    teacher, logits, config.temperature, direction, self.chunk_rows
-                )
-            else:
-                per_position = dense_kl(teacher, logits, config.temperature, direction)
+            teachers = [output.logits for output in self.run_teachers(batch.input_ids)]
+            per_position = self.teacher_divergence(teachers, logits)
         kl = reduce_kl(per_position, config.kl_reduction)
         loss = kd_loss(ce, kl, config.alpha, config.temperature)
         return ObjectiveOutput(loss=loss, metrics={"ce": ce.detach(), "kl": kl.detach()})

@@ -60,6 +60,15 @@ logits and softmax that autograd keeps for the dense KL are the main memory cost
 `chunked_dense_kl` processes the flattened positions in chunks, computes each chunk's KL values
 and its gradient w.r.t. the student logits at once, and stores only that gradient, in the student
 logits' dtype; backward scales it by the upstream gradient.
+
+Fused passes (`cached_kd_loss`, `chunked_ensemble_kl`). On a CPU the loss's passes over the
+``[B, L, V]`` logits, each exponential and logarithm in particular, cost as much as a small
+student's own forward pass. `cached_kd_loss` computes the CE and the forward KL to a teacher cache
+from one exponential per element (the softmax at temperature 1 is the one at ``T`` raised to the
+power ``T``, renormalised) and stores their summed gradient; `chunked_ensemble_kl` mixes the
+teachers' logits inside the KL's chunks and writes the KL without a logarithm over the vocabulary.
+Each is tested against the terms computed apart, in float64 (`tests/test_kd_losses.py`), and timed
+against them by `benchmarks/bench_fused_losses.py`.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -78,7 +87,9 @@ Reduction = Literal["sequence", "token"]
 Tail = Literal["bucket", "uniform"]
 
 __all__ = [
+    "cached_kd_loss",
     "chunked_dense_kl",
+    "chunked_ensemble_kl",
     "chunked_hybrid_kl",
     "chunked_sparse_kl",
     "dense_kl",
@@ -494,10 +505,47 @@ def chunked_dense_kl(
     )
 
 
-RowKL = Callable[[Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor | None]]
-"""A chunk of a cached KL: ``(ids, teacher log-probs, teacher log-rest, student logits / T,
-need_grad)`` -> (the KL per row, its gradient w.r.t. ``logits / T`` or None). The scaled logits are
-a fresh tensor the function may overwrite."""
+class StudentRows(NamedTuple):
+    """A chunk of the student's distribution at temperature T, from one exponential pass."""
+
+    q: Tensor
+    """``softmax(z / T)`` ``[n, V]``; the row function may overwrite it (with its gradient)."""
+    log_q_at: Tensor
+    """``log q`` at the cached ids ``[n, k]``."""
+    log_norm: Tensor
+    """``logsumexp(z / T)`` ``[n]``."""
+    scaled_sum: Tensor | None
+    """``sum_v z_v / T`` ``[n]`` where the estimator asks for it (the uniform tail), else None."""
+
+
+def _student_rows(scaled: Tensor, index: Tensor, with_sum: bool) -> StudentRows:
+    """The student's softmax of a chunk of ``scaled = z / T`` (a fresh tensor, overwritten).
+
+    One exponential per element: the softmax is ``exp(s - max) / sum`` and the log-normaliser
+    ``max + log(sum)`` comes from the same sum, where ``logsumexp`` and then ``exp(s - lse)``
+    would take two passes of ``exp`` over the ``[n, V]`` chunk (a CPU's main cost here)."""
+    scaled_sum = scaled.sum(dim=-1) if with_sum else None
+    at_ids = scaled.gather(-1, index)
+    top = scaled.amax(dim=-1, keepdim=True)
+    q = scaled.sub_(top).exp_()
+    total = q.sum(dim=-1, keepdim=True)
+    q.div_(total)
+    log_norm = top + total.log()
+    return StudentRows(q, at_ids - log_norm, log_norm.squeeze(-1), scaled_sum)
+
+
+RowKL = Callable[[Tensor, Tensor, Tensor, StudentRows, bool], tuple[Tensor, Tensor | None]]
+"""A chunk of a cached KL: ``(ids, teacher log-probs, teacher log-rest, the student's rows,
+need_grad)`` -> (the KL per row, its gradient w.r.t. ``logits / T`` or None). The function may
+overwrite the student's ``q``."""
+
+
+class CachedEstimator(NamedTuple):
+    """How a cached KL reads its cache: the row function and what it needs of the student."""
+
+    row_kl: RowKL
+    with_sum: bool
+    name: str
 
 
 class _ChunkedCachedKL(torch.autograd.Function):
@@ -512,8 +560,7 @@ class _ChunkedCachedKL(torch.autograd.Function):
         student_logits: Tensor,
         temperature: float,
         chunk_rows: int,
-        row_kl: RowKL,
-        name: str,
+        estimator: CachedEstimator,
     ) -> Tensor:
         vocab, k = student_logits.shape[-1], ids.shape[-1]
         dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
@@ -526,37 +573,38 @@ class _ChunkedCachedKL(torch.autograd.Function):
         grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
         for start in range(0, rows, chunk_rows):
             stop = min(start + chunk_rows, rows)
-            kl, chunk_grad = row_kl(
-                flat_ids[start:stop],
+            index = flat_ids[start:stop]
+            kl, chunk_grad = estimator.row_kl(
+                index,
                 teacher[start:stop].to(dtype),
                 teacher_rest[start:stop].to(dtype),
-                student[start:stop].to(dtype) / temperature,  # a fresh tensor
+                _student_rows(
+                    student[start:stop].to(dtype) / temperature, index, estimator.with_sum
+                ),
                 grad is not None,
             )
             out[start:stop] = kl
             if grad is not None and chunk_grad is not None:
                 grad[start:stop] = chunk_grad.div_(temperature)
         _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
-        ctx.name = name
+        ctx.name = estimator.name
         return out.reshape(student_logits.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         grad = _scale_stored_grad(ctx, grad_output, ctx.name)
-        return None, None, None, grad, None, None, None, None
+        return None, None, None, grad, None, None, None
 
 
 def _bucket_rows(
-    index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+    index: Tensor, log_p: Tensor, log_r_t: Tensor, student: StudentRows, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """Forward KL over the top-k buckets plus one bucket for the rest (`sparse_kl`)."""
-    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
-    log_q_top = scaled.gather(-1, index) - log_norm
-    q = scaled.sub_(log_norm).exp_()  # the student's softmax, in place
+    q = student.q
     q_top = q.gather(-1, index)
     q.scatter_(-1, index, 0.0)  # now the student's mass outside the top k...
     r_s = q.sum(dim=-1)  # ...summed without the cancellation of 1 - sum(q_top)
-    kl = _kl_terms(log_p, log_q_top).sum(dim=-1) + _kl_terms(log_r_t, r_s.log())
+    kl = _kl_terms(log_p, student.log_q_at).sum(dim=-1) + _kl_terms(log_r_t, r_s.log())
     if not need_grad:
         return kl, None
     # d KL / d (z_j / T) = q_j * c - p_j for the top tokens, q_j * (c - r_t / r_s)
@@ -570,25 +618,25 @@ def _bucket_rows(
 
 
 def _uniform_tail_rows(
-    index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+    index: Tensor, log_p: Tensor, log_r_t: Tensor, student: StudentRows, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """Forward KL against the top k plus the rest spread evenly over the other tokens.
 
     The tail sum ``sum_{j outside} log q_j`` is the sum over all tokens minus the top-k's, so no
     masked copy of the row is made.
     """
-    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
-    log_q_top = scaled.gather(-1, index) - log_norm
-    outside_count = max(scaled.shape[-1] - index.shape[-1], 1)
+    assert student.scaled_sum is not None, "the uniform tail needs the scaled logits' sum"
+    vocab = student.q.shape[-1]
+    outside_count = max(vocab - index.shape[-1], 1)
     log_u = log_r_t - math.log(outside_count)
-    sum_log_q = scaled.sum(dim=-1) - scaled.shape[-1] * log_norm.squeeze(-1)
-    outside_log_q = sum_log_q - log_q_top.sum(dim=-1)
+    sum_log_q = student.scaled_sum - vocab * student.log_norm
+    outside_log_q = sum_log_q - student.log_q_at.sum(dim=-1)
     tail = torch.where(
         log_r_t > float("-inf"),
         log_r_t.exp() * log_u - log_u.exp() * outside_log_q,
         torch.zeros_like(log_r_t),
     )
-    kl = _kl_terms(log_p, log_q_top).sum(dim=-1) + tail
+    kl = _kl_terms(log_p, student.log_q_at).sum(dim=-1) + tail
     if not need_grad:
         return kl, None
     # d KL / d (z_j / T) = q_j c - a_j, a = p_top on the top k and u elsewhere;
@@ -596,9 +644,13 @@ def _uniform_tail_rows(
     p_top, r_t = log_p.exp(), log_r_t.exp()
     c = (p_top.sum(dim=-1) + r_t).unsqueeze(-1)
     u = (r_t / outside_count).unsqueeze(-1)
-    q = scaled.sub_(log_norm).exp_().mul_(c).sub_(u)
+    q = student.q.mul_(c).sub_(u)
     q.scatter_(-1, index, q.gather(-1, index) + u - p_top)
     return kl, q
+
+
+BUCKET = CachedEstimator(_bucket_rows, False, "chunked_sparse_kl")
+UNIFORM_TAIL = CachedEstimator(_uniform_tail_rows, True, "chunked_sparse_kl")
 
 
 def chunked_sparse_kl(
@@ -634,25 +686,33 @@ def chunked_sparse_kl(
         student_logits,
         float(temperature),
         chunk_rows,
-        _uniform_tail_rows if tail == "uniform" else _bucket_rows,
-        "chunked_sparse_kl",
+        UNIFORM_TAIL if tail == "uniform" else BUCKET,
     )
 
 
 def _hybrid_rows(
-    n_tail: int, index: Tensor, log_p: Tensor, log_r_t: Tensor, scaled: Tensor, need_grad: bool
+    n_tail: int,
+    index: Tensor,
+    log_p: Tensor,
+    log_r_t: Tensor,
+    student: StudentRows,
+    need_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Forward KL estimate against a top-k head plus ``n_tail`` draws from the tail."""
     weights = _hybrid_weights(log_p, log_r_t, n_tail)
-    log_q = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
-    terms = weights * (log_p - log_q.gather(-1, index))
+    terms = weights * (log_p - student.log_q_at)
     # A token of zero mass (a draw from an empty tail) adds 0, not 0 * -inf = NaN.
     kl = torch.where(weights > 0, terms, 0.0).sum(dim=-1)
     if not need_grad:
         return kl, None
     # d/d(z/T) of sum_j w_j (log p_j - log q(id_j)) = q * sum(w) - (w scattered on ids).
-    q = log_q.exp_().mul_(weights.sum(dim=-1, keepdim=True))
+    q = student.q.mul_(weights.sum(dim=-1, keepdim=True))
     return kl, q.scatter_add_(-1, index, -weights)
+
+
+def hybrid_estimator(n_tail: int) -> CachedEstimator:
+    """The estimator of a cache holding a top-k head and ``n_tail`` draws from the tail."""
+    return CachedEstimator(functools.partial(_hybrid_rows, n_tail), False, "chunked_hybrid_kl")
 
 
 def _hybrid_weights(log_p: Tensor, log_rest: Tensor, n_tail: int) -> Tensor:
@@ -695,8 +755,262 @@ def chunked_hybrid_kl(
         student_logits,
         float(temperature),
         chunk_rows,
-        functools.partial(_hybrid_rows, n_tail),
-        "chunked_hybrid_kl",
+        hybrid_estimator(n_tail),
+    )
+
+
+def _softmax_power(q: Tensor, temperature: float) -> Tensor:
+    """``q ** T`` as a new tensor: proportional to ``softmax(z)`` when ``q = softmax(z / T)``
+    (``T = 1``: a copy; ``T = 2``: one multiply, no transcendental function)."""
+    if temperature == 1.0:
+        return q.clone()
+    if temperature == 2.0:
+        return q * q
+    return q.pow(temperature)
+
+
+class _CachedKDLoss(torch.autograd.Function):
+    """``ce_weight * CE + kl_weight * KL`` against a teacher cache, one pass per chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        ids: Tensor,
+        log_probs: Tensor,
+        rest_log_prob: Tensor,
+        student_logits: Tensor,
+        labels: Tensor,
+        temperature: float,
+        chunk_rows: int,
+        estimator: CachedEstimator,
+        ce_weight: float,
+        kl_weight: float,
+        reduction: Reduction,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        vocab, k = student_logits.shape[-1], ids.shape[-1]
+        dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
+        student = student_logits.reshape(-1, vocab)
+        flat_ids, teacher = ids.reshape(-1, k), log_probs.reshape(-1, k)
+        teacher_rest = rest_log_prob.reshape(-1)
+        flat_labels = labels.reshape(-1)
+        valid = flat_labels != -100
+        safe_labels = flat_labels.clamp_min(0).unsqueeze(-1)  # ignored rows weigh 0
+        rows = student.shape[0]
+        n_labels = valid.sum()
+        kl_denominator = student_logits.shape[0] if reduction == "sequence" else rows
+        kl_row_weight = kl_weight / kl_denominator / temperature  # per row, on d/d(z / T)
+        ce_row_weights = valid.to(dtype) * (ce_weight / n_labels.clamp_min(1).to(dtype))
+        ce_rows = torch.empty(rows, dtype=dtype, device=student.device)
+        kl_rows = torch.empty(rows, dtype=dtype, device=student.device)
+        grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
+        for start in range(0, rows, chunk_rows):
+            stop = min(start + chunk_rows, rows)
+            index, logits = flat_ids[start:stop], student[start:stop].to(dtype)
+            label_logits = logits.gather(-1, safe_labels[start:stop]).squeeze(-1)
+            rows_t = _student_rows(logits / temperature, index, estimator.with_sum)
+            # softmax(z) = q^T / sum(q^T) with q = softmax(z / T): the CE reuses the KL's
+            # exponentials; log sum_v exp(z_v) = T logsumexp(z / T) + log sum(q^T).
+            probs = _softmax_power(rows_t.q, temperature)
+            total = probs.sum(dim=-1)
+            ce = temperature * rows_t.log_norm + total.log() - label_logits
+            ce_rows[start:stop] = torch.where(valid[start:stop], ce, 0.0)
+            kl, kl_grad = estimator.row_kl(
+                index,
+                teacher[start:stop].to(dtype),
+                teacher_rest[start:stop].to(dtype),
+                rows_t,
+                grad is not None,
+            )
+            kl_rows[start:stop] = kl
+            if grad is not None and kl_grad is not None:
+                # d CE / d z = softmax(z) - one_hot(label), per labelled row
+                weight = ce_row_weights[start:stop].unsqueeze(-1)
+                probs.mul_(weight / total.unsqueeze(-1))
+                probs.scatter_add_(-1, safe_labels[start:stop], -weight)
+                grad[start:stop] = kl_grad.mul_(kl_row_weight).add_(probs)
+        ce_mean = ce_rows.sum() / n_labels.to(dtype)
+        kl_value = kl_rows.sum() / kl_denominator
+        loss = ce_weight * ce_mean + kl_weight * kl_value
+        ctx.grad, ctx.chunk_rows, ctx.student_shape = grad, chunk_rows, student_logits.shape
+        ctx.mark_non_differentiable(ce_mean, kl_value)
+        return loss, ce_mean, kl_value
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError(
+                "cached_kd_loss: backward called twice (its stored gradient is consumed in "
+                "place), or the student logits did not require a gradient"
+            )
+        ctx.grad = None
+        if float(grad_loss) != 1.0:
+            for start in range(0, grad.shape[0], ctx.chunk_rows):
+                grad[start : start + ctx.chunk_rows].mul_(grad_loss)
+        return (None, None, None, grad.reshape(ctx.student_shape)) + (None,) * 7
+
+
+def cached_kd_loss(
+    ids: Tensor,
+    log_probs: Tensor,
+    rest_log_prob: Tensor,
+    student_logits: Tensor,
+    labels: Tensor,
+    temperature: float,
+    *,
+    ce_weight: float,
+    kl_weight: float,
+    reduction: Reduction = "sequence",
+    n_tail: int | None = None,
+    tail: Tail = "bucket",
+    chunk_rows: int = 4096,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(``ce_weight * CE + kl_weight * KL``, CE, KL): the student's CE and its forward KL to a
+    teacher cache in one pass over the logits, with the gradient in closed form.
+
+    ``CE`` is the mean next-token cross-entropy over the positions whose ``labels`` are not
+    -100 (`base.causal_lm_cross_entropy`); ``KL`` is `reduce_kl` of the per-position forward KL
+    that `chunked_sparse_kl` (``n_tail=None``, with ``tail``) or `chunked_hybrid_kl` (``n_tail``
+    draws after the head) computes. Only the weighted sum carries a gradient; CE and KL are
+    returned detached for the logs.
+
+    Why: the CE's softmax at temperature 1 is the KL's at ``T`` raised to the power ``T`` and
+    renormalised, so each chunk of logits is read once and exponentiated once for both terms,
+    and their gradients are summed in place into one stored tensor (the separate CE costs a
+    log-softmax and its backward over the ``[B, L, V]`` logits, and autograd adds the two
+    gradients in a further pass). For ``T = 2`` the power is one multiply.
+    """
+    _check_temperature(temperature)
+    _check_tail(tail, "forward")
+    _check_chunk_rows(chunk_rows)
+    _check_sparse_shapes(ids, log_probs, rest_log_prob, student_logits)
+    if reduction not in ("sequence", "token"):
+        raise ValueError(f"reduction must be 'sequence' or 'token', got {reduction!r}")
+    if labels.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must have the logits' shape without the vocabulary "
+            f"{tuple(student_logits.shape[:-1])}"
+        )
+    if n_tail is not None:
+        if not 0 <= n_tail <= ids.shape[-1]:
+            raise ValueError(f"n_tail = {n_tail} must lie in [0, k = {ids.shape[-1]}]")
+        estimator = hybrid_estimator(n_tail)
+    else:
+        estimator = UNIFORM_TAIL if tail == "uniform" else BUCKET
+    loss, ce, kl = _CachedKDLoss.apply(
+        ids,
+        log_probs,
+        rest_log_prob,
+        student_logits,
+        labels,
+        float(temperature),
+        chunk_rows,
+        estimator,
+        float(ce_weight),
+        float(kl_weight),
+        reduction,
+    )
+    return loss, ce, kl
+
+
+class _ChunkedEnsembleKL(torch.autograd.Function):
+    """Forward KL from the teachers' logit-average ensemble, built chunk by chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        student_logits: Tensor,
+        temperature: float,
+        chunk_rows: int,
+        weights: list[float],
+        *teacher_logits: Tensor,
+    ) -> Tensor:
+        vocab = student_logits.shape[-1]
+        dtype = _compute_dtype(student_logits, *teacher_logits)
+        student = student_logits.reshape(-1, vocab)
+        teachers = [t.reshape(-1, vocab) for t in teacher_logits]
+        rows = student.shape[0]
+        out = torch.empty(rows, dtype=dtype, device=student.device)
+        grad = torch.empty_like(student) if ctx.needs_input_grad[0] else None
+        for start in range(0, rows, chunk_rows):
+            stop = min(start + chunk_rows, rows)
+            # a = sum_i w_i z_i / T, the ensemble's scaled logits; s = z_student / T
+            mixed = teachers[0][start:stop].to(dtype) * (weights[0] / temperature)
+            for teacher, weight in zip(teachers[1:], weights[1:], strict=True):
+                mixed.add_(teacher[start:stop].to(dtype), alpha=weight / temperature)
+            scaled = student[start:stop].to(dtype) / temperature
+            top_t = mixed.amax(dim=-1, keepdim=True)
+            p = (mixed - top_t).exp_()
+            total_t = p.sum(dim=-1, keepdim=True)
+            p.div_(total_t)
+            top_s = scaled.amax(dim=-1, keepdim=True)
+            q = (scaled - top_s).exp_()
+            total_s = q.sum(dim=-1, keepdim=True)
+            # KL = sum_v p_v (log p_v - log q_v) = sum_v p_v (a_v - s_v) - c (lse(a) - lse(s)),
+            # c = sum_v p_v: no logarithm over the vocabulary at all.
+            c = p.sum(dim=-1)
+            log_ratio = (top_t + total_t.log() - top_s - total_s.log()).squeeze(-1)
+            out[start:stop] = _row_dot(p, mixed.sub_(scaled)) - c * log_ratio
+            if grad is not None:
+                # d KL / d z_student = (q c - p) / T
+                grad[start:stop] = q.mul_(c.unsqueeze(-1) / total_s).sub_(p).div_(temperature)
+        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
+        ctx.teachers = len(teachers)
+        return out.reshape(student_logits.shape[:-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grad = _scale_stored_grad(ctx, grad_output, "chunked_ensemble_kl")
+        return (grad, None, None, None) + (None,) * ctx.teachers
+
+
+def chunked_ensemble_kl(
+    teacher_logits: Sequence[Tensor],
+    student_logits: Tensor,
+    temperature: float,
+    weights: Sequence[float] | None = None,
+    chunk_rows: int = 4096,
+) -> Tensor:
+    """Forward ``KL(p_t || p_s)`` per position ``[B, L]`` from the teachers' raw logits, with
+    ``p_t`` BabyLlama's ensemble ``softmax(sum_i w_i z_i / T)`` (`ensemble_log_probs`, mode
+    ``logits``): the values and student gradient of ``chunked_dense_kl(ensemble_log_probs(...))``.
+
+    Why: the ensemble's log-probabilities are never formed. Each chunk of positions mixes the
+    teachers' logits, exponentiates teacher and student once each, and writes the KL as
+    ``sum_v p_v (a_v - s_v) - c (logsumexp(a) - logsumexp(s))`` (``a``, ``s`` the scaled logits,
+    ``c = sum_v p_v``) and its gradient ``(q c - p) / T``; the separate ensemble costs several
+    passes over ``[B, L, V]`` tensors and the KL three more transcendental passes. The teachers'
+    logits get no gradient (`dense_kl` is the path where one must reach them).
+    """
+    _check_temperature(temperature)
+    _check_chunk_rows(chunk_rows)
+    teachers = list(teacher_logits)
+    if not teachers:
+        raise ValueError("chunked_ensemble_kl needs at least one teacher's logits")
+    for i, logits in enumerate(teachers):
+        if logits.shape != student_logits.shape:
+            raise ValueError(
+                f"teacher {i} has logits of shape {tuple(logits.shape)}, the student "
+                f"{tuple(student_logits.shape)}"
+            )
+        if logits.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                "chunked_ensemble_kl gives the teachers' logits no gradient; detach them, or use "
+                "dense_kl where a gradient must flow into the teachers"
+            )
+    raw = [1.0] * len(teachers) if weights is None else [float(w) for w in weights]
+    if len(raw) != len(teachers) or any(not math.isfinite(w) or w < 0 for w in raw) or not sum(raw):
+        raise ValueError(
+            f"weights must be one finite non-negative value per teacher, not all zero: {raw}"
+        )
+    shares = [w / sum(raw) for w in raw]
+    used = [(t, w) for t, w in zip(teachers, shares, strict=True) if w > 0]
+    return _ChunkedEnsembleKL.apply(
+        student_logits,
+        float(temperature),
+        chunk_rows,
+        [w for _, w in used],
+        *[t for t, _ in used],
     )
 
 

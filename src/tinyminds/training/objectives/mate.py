@@ -367,23 +367,34 @@ class MateObjective:
         both = torch.cat([ids, perturbed])  # one pass of 2B chunks through student and teachers
         logits = model(input_ids=both).logits
         size = ids.shape[0]
+        reduction = config.kl_reduction
+        w_ce, w_kd, w_adv = self.weights
+        total = w_ce + w_kd + w_adv
         # The halves are split, not sliced: a slice's backward allocates a zero gradient of the
         # whole [2B, L, V] tensor per use, a split's joins the two halves' gradients once.
         original, adversarial = logits.split(size)
-        ce = causal_lm_cross_entropy(original, ids)
-        if self.kd.cache is not None and batch.split == "train":
-            # The original chunks' ensemble is in the cache; the teachers read only the
-            # perturbed half (half of their work and of the full-vocabulary divergence).
-            kl_orig = reduce_kl(self.kd.cached_divergence(original, batch), config.kl_reduction)
-            teacher = self.kd.ensemble_log_probs(perturbed)
-            per_adv = self.kd.online_divergence(teacher, adversarial)
-            kl_adv = reduce_kl(per_adv, config.kl_reduction)
+        fused = self.kd.fused_cached_loss(original, batch, w_ce / total, w_kd / total)
+        if fused is not None:
+            # The original chunks' ensemble is in the cache, read in one pass with the CE; the
+            # teachers read only the perturbed half (half their work and of the dense KL).
+            original_terms, ce, kl_orig = fused
+            teachers = [output.logits for output in self.kd.run_teachers(perturbed)]
+            kl_adv = reduce_kl(self.kd.teacher_divergence(teachers, adversarial), reduction)
+            # the sum mate_loss forms, its first two terms from the fused pass
+            loss = original_terms + w_adv / total * config.temperature**2 * kl_adv
         else:
-            teacher = self.kd.ensemble_log_probs(both)
-            per_position = self.kd.online_divergence(teacher, logits)
-            kl_orig = reduce_kl(per_position[:size], config.kl_reduction)
-            kl_adv = reduce_kl(per_position[size:], config.kl_reduction)
-        loss = mate_loss(ce, kl_orig, kl_adv, self.weights, config.temperature)
+            ce = causal_lm_cross_entropy(original, ids)
+            if self.kd.cache is not None and batch.split == "train":
+                kl_orig = reduce_kl(self.kd.cached_divergence(original, batch), reduction)
+                teachers = [output.logits for output in self.kd.run_teachers(perturbed)]
+                per_adv = self.kd.teacher_divergence(teachers, adversarial)
+                kl_adv = reduce_kl(per_adv, reduction)
+            else:
+                teachers = [output.logits for output in self.kd.run_teachers(both)]
+                per_position = self.kd.teacher_divergence(teachers, logits)
+                kl_orig = reduce_kl(per_position[:size], reduction)
+                kl_adv = reduce_kl(per_position[size:], reduction)
+            loss = mate_loss(ce, kl_orig, kl_adv, self.weights, config.temperature)
         scale = config.temperature**2
         return ObjectiveOutput(
             loss=loss,
