@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -453,7 +453,8 @@ def _keep_for_backward(ctx: Any, grad: Tensor | None, chunk_rows: int, shape: to
 
 
 def _scale_stored_grad(ctx: Any, grad_output: Tensor, name: str) -> Tensor:
-    """The gradient a chunked KL stored in forward, times the upstream ``[B, L]`` gradient."""
+    """The gradient a chunked KL stored in forward, times the upstream ``[B, L]`` gradient (or
+    the scalar one of a loss)."""
     grad = ctx.grad
     if grad is None:
         raise RuntimeError(
@@ -461,7 +462,12 @@ def _scale_stored_grad(ctx: Any, grad_output: Tensor, name: str) -> Tensor:
             "student logits did not require a gradient"
         )
     ctx.grad = None
-    upstream = grad_output.reshape(-1, 1)
+    if grad_output.dim() == 0:  # a loss's scalar upstream (`cached_kd_loss`): 1 leaves it as is
+        if float(grad_output) == 1.0:
+            return grad.reshape(ctx.student_shape)
+        upstream = grad_output.reshape(1, 1).expand(grad.shape[0], 1)
+    else:
+        upstream = grad_output.reshape(-1, 1)
     # Scale in place, chunk by chunk: no full-size float32 temporary.
     for start in range(0, grad.shape[0], ctx.chunk_rows):
         stop = min(start + ctx.chunk_rows, grad.shape[0])
@@ -548,6 +554,27 @@ class CachedEstimator(NamedTuple):
     name: str
 
 
+def _cache_chunks(
+    ids: Tensor, log_probs: Tensor, rest_log_prob: Tensor, student_logits: Tensor, chunk_rows: int
+) -> Iterator[tuple[slice, Tensor, Tensor, Tensor, Tensor]]:
+    """Per chunk of ``chunk_rows`` flattened positions: (its rows, cached ids, teacher log-probs,
+    teacher log-rest, student logits), the last three in the compute dtype (`_compute_dtype`)."""
+    vocab, k = student_logits.shape[-1], ids.shape[-1]
+    dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
+    student = student_logits.reshape(-1, vocab)
+    flat_ids, teacher = ids.reshape(-1, k), log_probs.reshape(-1, k)
+    teacher_rest = rest_log_prob.reshape(-1)
+    for start in range(0, student.shape[0], chunk_rows):
+        rows = slice(start, min(start + chunk_rows, student.shape[0]))
+        yield (
+            rows,
+            flat_ids[rows],
+            teacher[rows].to(dtype),
+            teacher_rest[rows].to(dtype),
+            student[rows].to(dtype),
+        )
+
+
 class _ChunkedCachedKL(torch.autograd.Function):
     """A KL against a teacher cache, computed with its gradient in closed form, chunk by chunk."""
 
@@ -562,30 +589,22 @@ class _ChunkedCachedKL(torch.autograd.Function):
         chunk_rows: int,
         estimator: CachedEstimator,
     ) -> Tensor:
-        vocab, k = student_logits.shape[-1], ids.shape[-1]
         dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
-        student = student_logits.reshape(-1, vocab)
-        flat_ids = ids.reshape(-1, k)
-        teacher = log_probs.reshape(-1, k)
-        teacher_rest = rest_log_prob.reshape(-1)
-        rows = student.shape[0]
-        out = torch.empty(rows, dtype=dtype, device=student.device)
+        student = student_logits.reshape(-1, student_logits.shape[-1])
+        out = torch.empty(student.shape[0], dtype=dtype, device=student.device)
         grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
-        for start in range(0, rows, chunk_rows):
-            stop = min(start + chunk_rows, rows)
-            index = flat_ids[start:stop]
+        chunks = _cache_chunks(ids, log_probs, rest_log_prob, student_logits, chunk_rows)
+        for rows, index, log_p, log_rest, logits in chunks:
             kl, chunk_grad = estimator.row_kl(
                 index,
-                teacher[start:stop].to(dtype),
-                teacher_rest[start:stop].to(dtype),
-                _student_rows(
-                    student[start:stop].to(dtype) / temperature, index, estimator.with_sum
-                ),
+                log_p,
+                log_rest,
+                _student_rows(logits / temperature, index, estimator.with_sum),
                 grad is not None,
             )
-            out[start:stop] = kl
+            out[rows] = kl
             if grad is not None and chunk_grad is not None:
-                grad[start:stop] = chunk_grad.div_(temperature)
+                grad[rows] = chunk_grad.div_(temperature)
         _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
         ctx.name = estimator.name
         return out.reshape(student_logits.shape[:-1])
@@ -787,11 +806,8 @@ class _CachedKDLoss(torch.autograd.Function):
         kl_weight: float,
         reduction: Reduction,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        vocab, k = student_logits.shape[-1], ids.shape[-1]
         dtype = _compute_dtype(log_probs, rest_log_prob, student_logits)
-        student = student_logits.reshape(-1, vocab)
-        flat_ids, teacher = ids.reshape(-1, k), log_probs.reshape(-1, k)
-        teacher_rest = rest_log_prob.reshape(-1)
+        student = student_logits.reshape(-1, student_logits.shape[-1])
         flat_labels = labels.reshape(-1)
         valid = flat_labels != -100
         safe_labels = flat_labels.clamp_min(0).unsqueeze(-1)  # ignored rows weigh 0
@@ -803,51 +819,35 @@ class _CachedKDLoss(torch.autograd.Function):
         ce_rows = torch.empty(rows, dtype=dtype, device=student.device)
         kl_rows = torch.empty(rows, dtype=dtype, device=student.device)
         grad = torch.empty_like(student) if ctx.needs_input_grad[3] else None
-        for start in range(0, rows, chunk_rows):
-            stop = min(start + chunk_rows, rows)
-            index, logits = flat_ids[start:stop], student[start:stop].to(dtype)
-            label_logits = logits.gather(-1, safe_labels[start:stop]).squeeze(-1)
+        chunks = _cache_chunks(ids, log_probs, rest_log_prob, student_logits, chunk_rows)
+        for span, index, log_p, log_rest, logits in chunks:
+            label_logits = logits.gather(-1, safe_labels[span]).squeeze(-1)
             rows_t = _student_rows(logits / temperature, index, estimator.with_sum)
             # softmax(z) = q^T / sum(q^T) with q = softmax(z / T): the CE reuses the KL's
             # exponentials; log sum_v exp(z_v) = T logsumexp(z / T) + log sum(q^T).
             probs = _softmax_power(rows_t.q, temperature)
             total = probs.sum(dim=-1)
             ce = temperature * rows_t.log_norm + total.log() - label_logits
-            ce_rows[start:stop] = torch.where(valid[start:stop], ce, 0.0)
-            kl, kl_grad = estimator.row_kl(
-                index,
-                teacher[start:stop].to(dtype),
-                teacher_rest[start:stop].to(dtype),
-                rows_t,
-                grad is not None,
-            )
-            kl_rows[start:stop] = kl
+            ce_rows[span] = torch.where(valid[span], ce, 0.0)
+            kl, kl_grad = estimator.row_kl(index, log_p, log_rest, rows_t, grad is not None)
+            kl_rows[span] = kl
             if grad is not None and kl_grad is not None:
                 # d CE / d z = softmax(z) - one_hot(label), per labelled row
-                weight = ce_row_weights[start:stop].unsqueeze(-1)
+                weight = ce_row_weights[span].unsqueeze(-1)
                 probs.mul_(weight / total.unsqueeze(-1))
-                probs.scatter_add_(-1, safe_labels[start:stop], -weight)
-                grad[start:stop] = kl_grad.mul_(kl_row_weight).add_(probs)
+                probs.scatter_add_(-1, safe_labels[span], -weight)
+                grad[span] = kl_grad.mul_(kl_row_weight).add_(probs)
         ce_mean = ce_rows.sum() / n_labels.to(dtype)
         kl_value = kl_rows.sum() / kl_denominator
         loss = ce_weight * ce_mean + kl_weight * kl_value
-        ctx.grad, ctx.chunk_rows, ctx.student_shape = grad, chunk_rows, student_logits.shape
+        _keep_for_backward(ctx, grad, chunk_rows, student_logits.shape)
         ctx.mark_non_differentiable(ce_mean, kl_value)
         return loss, ce_mean, kl_value
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError(
-                "cached_kd_loss: backward called twice (its stored gradient is consumed in "
-                "place), or the student logits did not require a gradient"
-            )
-        ctx.grad = None
-        if float(grad_loss) != 1.0:
-            for start in range(0, grad.shape[0], ctx.chunk_rows):
-                grad[start : start + ctx.chunk_rows].mul_(grad_loss)
-        return (None, None, None, grad.reshape(ctx.student_shape)) + (None,) * 7
+        grad = _scale_stored_grad(ctx, grad_loss, "cached_kd_loss")
+        return (None, None, None, grad) + (None,) * 7
 
 
 def cached_kd_loss(
